@@ -54,6 +54,8 @@ class TimingOptions:
     with_run: bool = True  # false: `msbench run` skips this stage; `msbench time` runs it
     victims: str = "auto"  # "auto": the suite's victims where the matrix has the arch, else short; "suite"; "short"
     epochs: int = 1  # short recipe: epochs of every defense's training recipe
+    batch_size: int | None = None  # short recipe: training batch size (None: each recipe's own); small batches
+    # take more SGD steps per image, which is what a deep victim trained on few images needs
     train_subset: int | None = 5000  # short recipe: victim training images (None: the suite's)
     test_subset: int | None = 2000  # short recipe: test images for the victims' benign accuracy (None: the suite's)
     threads: int | None = None  # CPU threads while timing (None: torch's default); 1 is steadiest on a shared machine
@@ -96,7 +98,7 @@ class TimingOptions:
                 raise SuiteError(file, f"timing.inputs[{i}]", "'ood' inputs need an ood role dataset; none is set")
         if self.victims not in VICTIM_SOURCES:
             raise SuiteError(file, "timing.victims", f"expected one of {', '.join(VICTIM_SOURCES)}, got '{self.victims}'")
-        for key, least in (("repeats", 1), ("warmup", 0), ("epochs", 0), ("train_subset", 1), ("test_subset", 1), ("threads", 1)):
+        for key, least in (("repeats", 1), ("warmup", 0), ("epochs", 0), ("batch_size", 1), ("train_subset", 1), ("test_subset", 1), ("threads", 1)):
             value = getattr(self, key)
             if value is not None and value < least:
                 raise SuiteError(file, f"timing.{key}", f"expected an integer >= {least}, got {value}")
@@ -251,22 +253,23 @@ def _with_settings(suite: "Suite", plan: Plan) -> "Suite":
 
 
 def short_suite(suite: "Suite", plan: Plan) -> "Suite":
-    """The derived suite that trains timing victims: every defense's recipe cut to ``epochs``,
-    training (and test) data cut to the ``[timing]`` subsets."""
+    """The derived suite that trains timing victims: every defense's recipe cut to ``epochs`` (and
+    ``batch_size`` where set), training (and test) data cut to the ``[timing]`` subsets."""
     from msbench.suite import DatasetOptions, PluginSettings
 
     options = plan.options
     base = _with_settings(suite, plan)
+    short = {"epochs": options.epochs, **({"batch_size": options.batch_size} if options.batch_size else {})}
     subsets = {"train_subset": options.train_subset or suite.subset(plan.dataset, "train"),
                "test_subset": options.test_subset or suite.subset(plan.dataset, "test")}
     datasets = dict(base.datasets)
     dataset_options = dataclasses.replace(datasets.get(plan.dataset, DatasetOptions()), **subsets)
     if dataset_options.victim:  # per-dataset recipe overrides must not undo the short recipe
-        dataset_options = dataclasses.replace(dataset_options, victim={**dataset_options.victim, "epochs": options.epochs})
+        dataset_options = dataclasses.replace(dataset_options, victim={**dataset_options.victim, **short})
     datasets[plan.dataset] = dataset_options
-    defenses = {name: PluginSettings(s.config, s.recipe.with_(epochs=options.epochs)) for name, s in base.defenses.items()}
+    defenses = {name: PluginSettings(s.config, s.recipe.with_(**short)) for name, s in base.defenses.items()}
     return dataclasses.replace(base, name=f"{suite.name}-{TIMING_VICTIMS}", datasets=datasets, defenses=defenses,
-                               run=dataclasses.replace(suite.run, **subsets), victim=suite.victim.with_(epochs=options.epochs))
+                               run=dataclasses.replace(suite.run, **subsets), victim=suite.victim.with_(**short))
 
 
 def plan_key(suite: "Suite", plan: Plan, device_label: str) -> str:
@@ -290,9 +293,12 @@ def uses_suite_victims(suite: "Suite", plan: Plan, arch: str) -> bool:
 
 
 def recipe_label(ws: "Workspace", dataset: str, chain: list[str], source: str) -> str:
-    epochs = sorted({ws.suite.victim_recipe(dataset, name).epochs for name in chain})
+    recipes = [ws.suite.victim_recipe(dataset, name) for name in chain]
+    epochs = sorted({recipe.epochs for recipe in recipes})
+    batches = sorted({recipe.batch_size for recipe in recipes})
     subset = ws.suite.subset(dataset, "train")
-    return f"{source}: epochs={'/'.join(map(str, epochs))}, train_subset={subset if subset else 'all'}"
+    return (f"{source}: epochs={'/'.join(map(str, epochs))}, batch_size={'/'.join(map(str, batches))}, "
+            f"train_subset={subset if subset else 'all'}")
 
 
 # -- the stage ---------------------------------------------------------------------------------------

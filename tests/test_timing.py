@@ -149,15 +149,15 @@ def test_table_has_one_row_per_measurement_and_reuses_suite_victims(tmp_path, sy
 
 def test_other_archs_get_short_recipe_victims_in_their_own_folder(tmp_path, synth_root, plugins, linear_arch):
     timing = (f'[timing]\narchs = ["{linear_arch}"]\ndefenses = ["flatten"]\nbatch_sizes = [2]\ninputs = ["ood"]\n'
-              'repeats = 3\nwarmup = 1\nepochs = 2\ntrain_subset = 64\n')
+              'repeats = 3\nwarmup = 1\nepochs = 2\nbatch_size = 16\ntrain_subset = 64\n')
     out = tmp_path / "run"
     suite = write_suite(tmp_path, timing)  # a per-dataset recipe override must not undo the short recipe
-    suite.write_text(suite.read_text().replace('surrogate = "synth"\n', 'surrogate = "synth"\nvictim = { epochs = 3 }\n'))
+    suite.write_text(suite.read_text().replace('surrogate = "synth"\n', 'surrogate = "synth"\nvictim = { epochs = 3, batch_size = 64 }\n'))
     frame = time_suite(suite, data_root=synth_root, out=out, echo=lambda _: None)
     assert list(frame.defense) == ["vanilla", "flatten"]  # vanilla is always timed, first
     assert (frame.arch == linear_arch).all() and (frame.input == "ood").all()
     assert (frame.victim_source == "timing").all()
-    assert (frame.victim_recipe == "timing: epochs=2, train_subset=64").all()
+    assert (frame.victim_recipe == "timing: epochs=2, batch_size=16, train_subset=64").all()
     assert len(list((out / "timing_victims" / "victims").glob("*.pt"))) == 2
     assert (out / "timing_victims" / "suite.json").exists() and not (out / "victims").exists()
 
