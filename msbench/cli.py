@@ -9,10 +9,17 @@ from msbench.config import SuiteError
 
 
 def _run(args: argparse.Namespace) -> int:
+    from msbench.executors import make_executor
     from msbench.runner import run_suite, summary
 
+    ray_options = {"address": args.ray_address, "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task}
+    try:
+        executor = make_executor(args.executor, **(ray_options if args.executor == "ray" else {}))
+    except (ValueError, ImportError) as bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     frame = run_suite(args.suite, data_root=args.data_root, out=args.out, device=args.device, retry_failed=args.retry_failed,
-                      report=not args.no_report)
+                      report=not args.no_report, executor=executor)
     print(summary(frame))
     return 0
 
@@ -60,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the suite's run.device)")
     run.add_argument("--retry-failed", action="store_true", help="run again the cells recorded as failed")
     run.add_argument("--no-report", action="store_true", help="do not render reports/<suite name> at the end")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: victims and cells as tasks on a Ray cluster")
+    run.add_argument("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
+    run.add_argument("--cpus-per-task", type=int, default=1, help="ray: CPUs (and torch threads) per task (default: 1)")
+    run.add_argument("--gpus-per-task", type=float, default=None, help="ray: GPUs per task (default: 1 where the cluster has GPUs)")
     run.set_defaults(handler=_run)
 
     timing = commands.add_parser("time", help="time each defense's deployed API (inference cost)",

@@ -1,4 +1,4 @@
-"""The local executor: suite -> cells -> victim (cached) -> attack -> record.
+"""The runner: suite -> cells -> victim (cached) -> attack -> record; an executor decides where.
 
 Victims are content-addressed artifacts under ``<run dir>/victims/``: trained once per
 (dataset, arch, defense chain, seed, settings) and shared by every cell and composition that
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +21,11 @@ import msbench
 from msbench import attacks as _attacks  # noqa: F401  (registers built-in attacks)
 from msbench import defenses as _defenses  # noqa: F401  (registers built-in defenses)
 from msbench.attacks import AttackContext
-from msbench.cells import Cell, cell_key, expand, victim_key
+from msbench.cells import CELL_FIELDS, Cell, cell_key, expand, victim_key
 from msbench.config import as_dict
 from msbench.data import ImageData, default_data_root, load_split
 from msbench.defenses import VictimContext, load_victim, save_victim
+from msbench.executors import Executor, Job, make_executor
 from msbench.models import build_model
 from msbench.oracle import Oracle, check_probabilities
 from msbench.progress import progress
@@ -186,17 +186,18 @@ class Workspace:
 
 def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, out: str | Path | None = None,
               device: str | None = None, retry_failed: bool = False, echo=print, report: bool = True,
-              report_dir: str | Path | None = None) -> pd.DataFrame:
+              report_dir: str | Path | None = None, executor: str | Executor = "local") -> pd.DataFrame:
     """Run every cell of a suite not already done; returns the results table (also in results.csv).
 
-    With ``report`` (default), renders the report from the run's tables into ``report_dir``
-    (default ``reports/<suite name>``); a failed rendering only warns, the results stay in the run dir.
+    ``executor``: ``"local"`` (this process), ``"ray"`` (a Ray cluster: ``RAY_ADDRESS``, else a local
+    one), or an ``Executor`` such as ``RayExecutor(address=..., gpus_per_task=1)``. With ``report``
+    (default), renders the report from the run's tables into ``report_dir`` (default
+    ``reports/<suite name>``); a failed rendering only warns, the results stay in the run dir.
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     root = Path(data_root) if data_root else default_data_root()
     check_data(suite, root)
     run_dir = Path(out) if out else Path("runs") / suite.name
-    ws = Workspace(suite, root, run_dir, resolve_device(device or suite.run.device))
     write_atomic(run_dir / "suite.json", json.dumps(suite.resolved(), indent=1, default=str))
     store = RecordStore(run_dir)
     cells = [(cell, cell_key(suite, cell)) for cell in expand(suite)]
@@ -206,33 +207,40 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
         return record is None or (retry_failed and record.get("status") != "ok")
 
     todo = [(cell, cell_id) for cell, cell_id in cells if pending(cell_id)]
+    executor = make_executor(executor)
+    where = resolve_device(device or suite.run.device) if executor.in_process else f"the {executor.name} executor"
     if not todo:
         echo(f"{suite.name}: all {len(cells)} cells are done; nothing to recompute ({run_dir})")
     else:
-        echo(f"{suite.name}: {len(cells) - len(todo)} of {len(cells)} cells done; running {len(todo)} on {ws.device}")
-    with progress(total=len(todo), desc="cells", unit="cell", leave=True) as bar:
-        for cell, cell_id in todo:
-            bar.set_description(cell.label())
+        echo(f"{suite.name}: {len(cells) - len(todo)} of {len(cells)} cells done; running {len(todo)} on {where}")
+    job = Job(suite, root.resolve(), run_dir.resolve(), device)
+    try:
+        with progress(total=len(todo), desc="cells", unit="cell", leave=True) as bar:
+            records = executor.records(job, todo, on_start=lambda cell: bar.set_description(cell.label())) if todo else iter(())
             try:
-                record = ws.run_cell(cell, cell_id)
+                for record in records:
+                    store.put(record)
+                    write_tables(run_dir, [r for _, cid in cells if (r := store.get(cid))])
+                    if record["status"] != "ok":
+                        echo(f"cell {Cell(*(record[k] for k in CELL_FIELDS)).label()} failed: {record['error']}")
+                    bar.update(1)
             except KeyboardInterrupt:
-                echo(f"interrupted during {cell.label()}; finished cells are saved in {run_dir}")
+                echo(f"interrupted; finished cells are saved in {run_dir}")
                 raise
-            except Exception as failure:  # a failed cell is a result, not the end of the run
-                record = {**cell.__dict__, "cell_id": cell_id, "status": "failed",
-                          "error": f"{type(failure).__name__}: {failure}", "traceback": traceback.format_exc()}
-                echo(f"cell {cell.label()} failed: {record['error']}")
-            store.put(record)
-            write_tables(run_dir, [r for _, cid in cells if (r := store.get(cid))])
-            bar.update(1)
-    records = [r for _, cid in cells if (r := store.get(cid))]
-    write_tables(run_dir, records)
-    if "timing" in suite.raw and suite.extra["timing"].with_run:  # inference cost (timing.csv), skipped when up to date
-        from msbench.timing import time_suite
-        try:
-            time_suite(suite, root, run_dir, device, echo=echo, reuse=True)
-        except Exception as failure:  # the attack results are already safe; `msbench time` can retry
-            echo(f"warning: timing stage failed ({type(failure).__name__}: {failure}); results are in {run_dir}")
+            finally:
+                if hasattr(records, "close"):
+                    records.close()
+        records = [r for _, cid in cells if (r := store.get(cid))]
+        write_tables(run_dir, records)
+        if "timing" in suite.raw and suite.extra["timing"].with_run:  # inference cost (timing.csv), skipped when up to date
+            from msbench.timing import time_suite
+            try:
+                executor.call(time_suite, suite, job.data_root, job.run_dir, device, reuse=True,
+                              **({"echo": echo} if executor.in_process else {}))
+            except Exception as failure:  # the attack results are already safe; `msbench time` can retry
+                echo(f"warning: timing stage failed ({type(failure).__name__}: {failure}); results are in {run_dir}")
+    finally:
+        executor.close()
     if report:
         try:
             from msbench.report import render_report

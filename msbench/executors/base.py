@@ -1,0 +1,101 @@
+"""What every executor shares: the job a worker rebuilds its workspace from, and one cell's record.
+
+An executor only decides *where* cells run. Every record is made by ``record_of`` below from a
+``Workspace`` of the same suite, data root and run directory, so a cell's result does not depend
+on the executor that computed it, and the runner, the only writer of records, stays the same.
+"""
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+
+from msbench.cells import Cell, digest
+
+if TYPE_CHECKING:
+    from msbench.runner import Workspace
+    from msbench.suite import Suite
+
+Pending = list[tuple[Cell, str]]  # (cell, cell id) pairs still to compute
+OnStart = Callable[[Cell], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a process needs to compute cells of one run; paths are absolute so that workers
+    started elsewhere (another working directory, another machine with the same shared paths) agree."""
+
+    suite: "Suite"
+    data_root: Path
+    run_dir: Path
+    device: str | None = None  # None: the suite's run.device ("auto": a GPU where the worker has one)
+
+    @property
+    def key(self) -> str:
+        return digest({"suite": self.suite.resolved(), "data_root": str(self.data_root), "run_dir": str(self.run_dir)})
+
+
+_WORKSPACES: dict[str, "Workspace"] = {}  # one per job and process: its loaded data and victims are reused
+
+
+def workspace(job: Job) -> "Workspace":
+    from msbench.runner import Workspace, resolve_device
+
+    key = f"{job.key}/{job.device}"
+    if key not in _WORKSPACES:
+        _WORKSPACES[key] = Workspace(job.suite, job.data_root, job.run_dir, resolve_device(job.device or job.suite.run.device))
+    return _WORKSPACES[key]
+
+
+def record_of(ws: "Workspace", cell: Cell, cell_id: str) -> dict[str, Any]:
+    """A cell's record; a failure is a record too (status "failed", the error and its traceback)."""
+    try:
+        return ws.run_cell(cell, cell_id)
+    except Exception as failure:  # a failed cell is a result, not the end of the run
+        return {**cell.__dict__, "cell_id": cell_id, "status": "failed", "error": f"{type(failure).__name__}: {failure}",
+                "traceback": traceback.format_exc()}
+
+
+class Executor:
+    """Computes pending cells and yields their records, in any order, as each one finishes.
+
+    The runner stores each record as it arrives, so what an executor has yielded survives an
+    interrupt. ``call`` runs a later stage (timing) where the executor runs its work.
+    """
+
+    name = "base"
+    in_process = True  # False: ``call`` runs the function elsewhere, so callbacks such as ``echo`` stay behind
+
+    def records(self, job: Job, pending: Pending, on_start: OnStart | None = None) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return function(*args, **kwargs)
+
+    def close(self) -> None:
+        """Release what the executor started (a local Ray cluster); the runner calls it at the end."""
+
+
+VictimSpec = tuple[str, str, list[str], int]  # (dataset, arch, defense chain, seed)
+
+
+def victim_levels(job: Job, cells: Iterable[Cell]) -> list[dict[str, VictimSpec]]:
+    """The victims the cells need, grouped so that each group depends only on earlier ones.
+
+    Group ``i`` holds the chains of ``i + 1`` defenses: ``ini+mad`` needs InI's victim (group 0)
+    before MAD's wrapper (group 1). Each victim appears once (keyed by its cache key), however many
+    cells share it.
+    """
+    from msbench.cells import victim_key
+
+    levels: list[dict[str, VictimSpec]] = []
+    for cell in cells:
+        chain = job.suite.chain(cell.defense)
+        for length in range(1, len(chain) + 1):
+            while len(levels) < length:
+                levels.append({})
+            prefix = chain[:length]
+            key = victim_key(job.suite, cell.dataset, cell.arch, prefix, cell.seed)
+            levels[length - 1].setdefault(key, (cell.dataset, cell.arch, prefix, cell.seed))
+    return levels

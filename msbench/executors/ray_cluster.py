@@ -1,0 +1,131 @@
+"""The Ray executor: a suite's victims, then its cells, as Ray tasks with CPU and GPU resources.
+
+Victims go first, level by level (a defense's own victim before the output defenses that wrap
+it), each trained by exactly one task, so no two workers write the same artifact; then every
+pending cell is one task. Workers read the data root and write victims into the run directory
+given as absolute paths: on a cluster of several machines both must be on a shared file system,
+and plugin modules must be importable on every node. The driver alone writes records and tables,
+as each cell finishes, so an interrupted run keeps every finished cell and resumes with either
+executor.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from typing import Any, Callable, Iterator
+
+from msbench.executors.base import Executor, Job, OnStart, Pending, record_of, victim_levels, workspace
+from msbench.progress import progress
+
+
+def _worker_setup(threads: int) -> None:
+    import torch
+
+    os.environ["MSBENCH_PROGRESS"] = "0"  # a worker's bars would interleave in the driver's console
+    torch.set_num_threads(threads)
+
+
+def _train_victim(job: Job, dataset: str, arch: str, chain: list[str], seed: int, threads: int) -> str | None:
+    """Train (or find cached) one victim; returns the error, if any, for the driver to report."""
+    _worker_setup(threads)
+    try:
+        workspace(job).victim(dataset, arch, chain, seed)
+    except Exception as failure:  # its cells will meet the same error and record it
+        return f"{type(failure).__name__}: {failure}"
+    return None
+
+
+def _compute_cell(job: Job, cell: Any, cell_id: str, threads: int) -> dict[str, Any]:
+    _worker_setup(threads)
+    return record_of(workspace(job), cell, cell_id)
+
+
+def _call(function: Callable[..., Any], threads: int, args: tuple, kwargs: dict[str, Any]) -> Any:
+    _worker_setup(threads)
+    return function(*args, **kwargs)
+
+
+class RayExecutor(Executor):
+    """Victims and cells as Ray tasks.
+
+    ``address``: the cluster to join (None: ``RAY_ADDRESS`` if set, else a local one started here).
+    ``cpus_per_task``: CPUs each task reserves, also its torch thread count. ``gpus_per_task``:
+    GPUs each task reserves (None: 1 where the cluster has GPUs, else 0). ``init``: further
+    ``ray.init`` arguments.
+    """
+
+    name = "ray"
+    in_process = False
+
+    def __init__(self, address: str | None = None, cpus_per_task: int = 1, gpus_per_task: float | None = None,
+                 init: dict[str, Any] | None = None):
+        if importlib.util.find_spec("ray") is None:
+            raise ImportError("the ray executor needs Ray: pip install 'msbench[ray]'")
+        if cpus_per_task < 1:
+            raise ValueError(f"cpus_per_task: expected a positive integer, got {cpus_per_task}")
+        if gpus_per_task is not None and gpus_per_task < 0:
+            raise ValueError(f"gpus_per_task: expected a non-negative number, got {gpus_per_task}")
+        self.address = address
+        self.cpus_per_task = cpus_per_task
+        self.gpus_per_task = gpus_per_task
+        self.init = init or {}
+        self._started = False
+
+    def _ray(self) -> Any:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING, **self.init)
+            self._started = True
+        return ray
+
+    def _resources(self, ray: Any) -> dict[str, Any]:
+        gpus = self.gpus_per_task
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) > 0 else 0
+        return {"num_cpus": self.cpus_per_task, "num_gpus": gpus, "max_retries": 0}
+
+    def records(self, job: Job, pending: Pending, on_start: OnStart | None = None) -> Iterator[dict[str, Any]]:
+        ray = self._ray()
+        resources = self._resources(ray)
+        train_victim = ray.remote(_train_victim).options(**resources)
+        compute_cell = ray.remote(_compute_cell).options(**resources)
+        shared = ray.put(job)
+        remaining: list[Any] = []
+        try:
+            levels = victim_levels(job, [cell for cell, _ in pending])
+            missing = [{key: spec for key, spec in level.items() if not (job.run_dir / "victims" / f"{key}.pt").exists()}
+                       for level in levels]
+            with progress(total=sum(map(len, missing)), desc="victims", unit="victim") as bar:
+                for level in missing:
+                    remaining = [train_victim.remote(shared, *spec, self.cpus_per_task) for spec in level.values()]
+                    specs = dict(zip(remaining, level.values()))
+                    while remaining:
+                        done, remaining = ray.wait(remaining, num_returns=1)
+                        error = ray.get(done[0])
+                        if error:
+                            dataset, arch, chain, seed = specs[done[0]]
+                            bar.write(f"victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} failed: {error}", file=sys.stderr)
+                        bar.update(1)
+            cells = {compute_cell.remote(shared, cell, cell_id, self.cpus_per_task): cell for cell, cell_id in pending}
+            remaining = list(cells)
+            while remaining:
+                done, remaining = ray.wait(remaining, num_returns=1)
+                if on_start and remaining:
+                    on_start(cells[remaining[0]])
+                yield ray.get(done[0])
+        finally:
+            for ref in remaining:  # interrupted: what is still queued or running is dropped
+                ray.cancel(ref, force=True)
+
+    def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        ray = self._ray()
+        return ray.get(ray.remote(_call).options(**self._resources(ray)).remote(function, self.cpus_per_task, args, kwargs))
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+            ray.shutdown()
+            self._started = False

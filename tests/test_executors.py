@@ -1,0 +1,73 @@
+"""Executors: where cells run must not change what they compute."""
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import msbench
+from msbench.cells import expand
+from msbench.cli import main
+from msbench.executors import Job, make_executor, victim_levels
+from msbench.suite import load_suite
+from tests.conftest import single_thread, tiny_suite
+
+PLUGINS = str(Path(__file__).parent / "plugins")
+COMPARED = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "benign_acc", "clone_acc",
+            "relative_perf", "fidelity", "status", "tuned", "cell_id"]
+
+
+def test_victim_levels_list_each_victim_once_with_bases_first(tmp_path):
+    suite = load_suite(tiny_suite(tmp_path, matrix={"defenses": ["vanilla", "mad", "ini", "ini+mad", "am"]}))
+    levels = victim_levels(Job(suite, tmp_path, tmp_path), expand(suite))  # 10 cells
+    chains = [sorted("+".join(chain) for _, _, chain, _ in level.values()) for level in levels]
+    assert chains == [["ini", "oe", "vanilla"], ["ini+mad", "oe+am", "vanilla+mad"]]
+
+
+def test_unknown_executor_and_bad_ray_options_are_one_line_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match="unknown executor 'dask'"):
+        make_executor("dask")
+    assert main(["run", str(tiny_suite(tmp_path)), "--executor", "ray", "--cpus-per-task", "0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == "error: cpus_per_task: expected a positive integer, got 0"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    # workers are separate processes: the test plugins must be importable there too
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PLUGINS, os.environ.get("PYTHONPATH")]))
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_run_gives_the_local_tables_and_resumes_with_either(tmp_path, mnist_root, monkeypatch, ray_cluster):
+    from msbench.executors.ray_cluster import RayExecutor
+
+    monkeypatch.syspath_prepend(PLUGINS)
+    suite = tiny_suite(tmp_path, matrix={"defenses": ["vanilla", "mad", "nan"]}, plugins=["constant_defense"],
+                       timing={"defenses": ["mad"], "batch_sizes": [8], "repeats": 2, "warmup": 0})
+    with single_thread():  # the ray tasks below run one torch thread each too
+        local = msbench.run_suite(suite, data_root=mnist_root, out=tmp_path / "local", report=False, echo=lambda _: None)
+    lines: list[str] = []
+    distributed = msbench.run_suite(suite, data_root=mnist_root, out=tmp_path / "ray", report=False, echo=lines.append,
+                                    executor=RayExecutor(cpus_per_task=1))
+    assert "on the ray executor" in lines[0]
+    assert set(distributed.status) == {"ok", "failed"} and (distributed[distributed.defense == "nan"].status == "failed").all()
+    assert sum("failed" in line for line in lines) == 2  # the broken defense's two cells, each reported once
+    # the same figures, bit for bit, and the same artifacts
+    key = ["defense", "label_mode"]
+    local, distributed = local.sort_values(key).reset_index(drop=True), distributed.sort_values(key).reset_index(drop=True)
+    assert local[COMPARED].equals(distributed[COMPARED])
+    assert (sorted(p.name for p in (tmp_path / "local" / "victims").glob("*.pt"))
+            == sorted(p.name for p in (tmp_path / "ray" / "victims").glob("*.pt")))
+    timing = msbench.load_results(tmp_path / "ray", "timing")  # the timing stage ran as a task, on the run's victims
+    assert list(timing.defense) == ["vanilla", "mad"] and (timing.victim_source == "suite").all()
+    # a run finished on a cluster is finished for the local executor, and the other way round
+    for out, executor in ((tmp_path / "ray", "local"), (tmp_path / "local", RayExecutor())):
+        lines.clear()
+        msbench.run_suite(suite, data_root=mnist_root, out=out, report=False, echo=lines.append, executor=executor)
+        assert "nothing to recompute" in lines[0]
+    sys.modules.pop("constant_defense", None)
