@@ -59,6 +59,8 @@ class TimingOptions:
     train_subset: int | None = 5000  # short recipe: victim training images (None: the suite's)
     test_subset: int | None = 2000  # short recipe: test images for the victims' benign accuracy (None: the suite's)
     threads: int | None = None  # CPU threads while timing (None: torch's default); 1 is steadiest on a shared machine
+    overrides: dict[str, Any] = field(default_factory=dict)  # [timing.overrides.<defense>]: settings over the suite's
+    # for the short-recipe victims only (a deeper timing arch may need other weights than the matrix's small model)
 
     def validate(self, suite: "Suite") -> None:
         """Check names against the suite and the registries; raises SuiteError naming ``timing.<key>``."""
@@ -96,12 +98,33 @@ class TimingOptions:
                 raise SuiteError(file, f"timing.inputs[{i}]", f"expected one of {', '.join(INPUT_KINDS)}, got '{kind}'")
             if kind == "ood" and suite.role(self.dataset or suite.matrix.datasets[0], "ood") is None:
                 raise SuiteError(file, f"timing.inputs[{i}]", "'ood' inputs need an ood role dataset; none is set")
+        for name, table in self.overrides.items():
+            key = f"timing.overrides.{name}"
+            known(DEFENSES, name, key)
+            override_config(suite, name, table, file)
         if self.victims not in VICTIM_SOURCES:
             raise SuiteError(file, "timing.victims", f"expected one of {', '.join(VICTIM_SOURCES)}, got '{self.victims}'")
         for key, least in (("repeats", 1), ("warmup", 0), ("epochs", 0), ("batch_size", 1), ("train_subset", 1), ("test_subset", 1), ("threads", 1)):
             value = getattr(self, key)
             if value is not None and value < least:
                 raise SuiteError(file, f"timing.{key}", f"expected an integer >= {least}, got {value}")
+
+
+def override_config(suite: "Suite", name: str, table: Any, file: str) -> Any:
+    """Defense ``name``'s config with ``[timing.overrides.<name>]`` over the suite's (or the default)."""
+    from msbench.config import build
+    from msbench.registry import DEFENSES
+
+    key = f"timing.overrides.{name}"
+    if not isinstance(table, dict):
+        raise SuiteError(file, key, f"expected a table of {name}'s settings, got {table!r}")
+    plugin = DEFENSES.get(name)
+    base = suite.defenses[name].config if name in suite.defenses else plugin.Config()
+    config = build(type(base), table, file, key, base=base)
+    problem = plugin.check_config(config) if hasattr(plugin, "check_config") else None
+    if problem:
+        raise SuiteError(file, f"{key}.{problem[0]}", problem[1])
+    return config
 
 
 def _register() -> None:
@@ -254,7 +277,8 @@ def _with_settings(suite: "Suite", plan: Plan) -> "Suite":
 
 def short_suite(suite: "Suite", plan: Plan) -> "Suite":
     """The derived suite that trains timing victims: every defense's recipe cut to ``epochs`` (and
-    ``batch_size`` where set), training (and test) data cut to the ``[timing]`` subsets."""
+    ``batch_size`` where set), its settings changed by ``[timing.overrides]``, training (and test)
+    data cut to the ``[timing]`` subsets."""
     from msbench.suite import DatasetOptions, PluginSettings
 
     options = plan.options
@@ -267,7 +291,8 @@ def short_suite(suite: "Suite", plan: Plan) -> "Suite":
     if dataset_options.victim:  # per-dataset recipe overrides must not undo the short recipe
         dataset_options = dataclasses.replace(dataset_options, victim={**dataset_options.victim, **short})
     datasets[plan.dataset] = dataset_options
-    defenses = {name: PluginSettings(s.config, s.recipe.with_(**short)) for name, s in base.defenses.items()}
+    configs = {name.lower(): override_config(suite, name.lower(), table, str(suite.path)) for name, table in options.overrides.items()}
+    defenses = {name: PluginSettings(configs.get(name, s.config), s.recipe.with_(**short)) for name, s in base.defenses.items()}
     return dataclasses.replace(base, name=f"{suite.name}-{TIMING_VICTIMS}", datasets=datasets, defenses=defenses,
                                run=dataclasses.replace(suite.run, **subsets), victim=suite.victim.with_(**short))
 

@@ -149,7 +149,8 @@ def test_table_has_one_row_per_measurement_and_reuses_suite_victims(tmp_path, sy
 
 def test_other_archs_get_short_recipe_victims_in_their_own_folder(tmp_path, synth_root, plugins, linear_arch):
     timing = (f'[timing]\narchs = ["{linear_arch}"]\ndefenses = ["flatten"]\nbatch_sizes = [2]\ninputs = ["ood"]\n'
-              'repeats = 3\nwarmup = 1\nepochs = 2\nbatch_size = 16\ntrain_subset = 64\n')
+              'repeats = 3\nwarmup = 1\nepochs = 2\nbatch_size = 16\ntrain_subset = 64\n'
+              'overrides = { flatten = { temperature = 2.0 } }\n')
     out = tmp_path / "run"
     suite = write_suite(tmp_path, timing)  # a per-dataset recipe override must not undo the short recipe
     suite.write_text(suite.read_text().replace('surrogate = "synth"\n', 'surrogate = "synth"\nvictim = { epochs = 3, batch_size = 64 }\n'))
@@ -158,7 +159,9 @@ def test_other_archs_get_short_recipe_victims_in_their_own_folder(tmp_path, synt
     assert (frame.arch == linear_arch).all() and (frame.input == "ood").all()
     assert (frame.victim_source == "timing").all()
     assert (frame.victim_recipe == "timing: epochs=2, batch_size=16, train_subset=64").all()
-    assert len(list((out / "timing_victims" / "victims").glob("*.pt"))) == 2
+    victims = [torch.load(p, weights_only=True)["info"] for p in (out / "timing_victims" / "victims").glob("*.pt")]
+    assert len(victims) == 2
+    assert next(v for v in victims if v["chain"][-1] == "flatten")["config"] == {"temperature": 2.0}  # the override
     assert (out / "timing_victims" / "suite.json").exists() and not (out / "victims").exists()
 
 
@@ -190,6 +193,10 @@ def test_run_suite_times_and_reuses_an_up_to_date_table(tmp_path, synth_root, pl
     ("repeats = 0", "timing.repeats"),
     ('victims = "old"', "timing.victims"),
     ("repeats = 1.5", "timing.repeats"),
+    ("batch_size = 0", "timing.batch_size"),
+    ("overrides = { flaten = {} }", "timing.overrides.flaten"),
+    ("overrides = { flatten = { temprature = 2.0 } }", "timing.overrides.flatten.temprature"),
+    ("overrides = { mad = { epsilon = -1.0 } }", "timing.overrides.mad.epsilon"),
 ])
 def test_timing_section_is_validated(tmp_path, plugins, table, key):
     with pytest.raises(SuiteError) as bad:
