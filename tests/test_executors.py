@@ -15,7 +15,7 @@ from tests.conftest import single_thread, tiny_suite
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 COMPARED = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "benign_acc", "clone_acc",
-            "relative_perf", "fidelity", "status", "tuned", "cell_id"]
+            "relative_perf", "fidelity", "status", "error", "tuned", "cell_id"]
 
 
 def test_victim_levels_list_each_victim_once_with_bases_first(tmp_path):
@@ -71,3 +71,16 @@ def test_ray_run_gives_the_local_tables_and_resumes_with_either(tmp_path, mnist_
         msbench.run_suite(suite, data_root=mnist_root, out=out, report=False, echo=lines.append, executor=executor)
         assert "nothing to recompute" in lines[0]
     sys.modules.pop("constant_defense", None)
+
+
+def test_a_dead_ray_worker_is_a_failed_cell_not_a_failed_run(tmp_path, mnist_root, monkeypatch, ray_cluster):
+    from msbench.executors.ray_cluster import RayExecutor
+
+    monkeypatch.syspath_prepend(PLUGINS)
+    suite = tiny_suite(tmp_path, matrix={"defenses": ["vanilla", "crash"], "label_modes": ["soft"]}, plugins=["crashing_defense"])
+    lines: list[str] = []
+    frame = msbench.run_suite(suite, data_root=mnist_root, out=tmp_path / "run", report=False, echo=lines.append,
+                              executor=RayExecutor())
+    assert frame.set_index("defense").status.to_dict() == {"vanilla": "ok", "crash": "failed"}
+    assert "died" in frame[frame.defense == "crash"].error.iloc[0].lower()
+    sys.modules.pop("crashing_defense", None)

@@ -6,6 +6,7 @@ on the executor that computed it, and the runner, the only writer of records, st
 """
 from __future__ import annotations
 
+import importlib
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ def workspace(job: Job) -> "Workspace":
 
     key = f"{job.key}/{job.device}"
     if key not in _WORKSPACES:
+        for module in job.suite.plugins:  # a worker process has not read the suite: register its plugins here
+            importlib.import_module(module)
         _WORKSPACES[key] = Workspace(job.suite, job.data_root, job.run_dir, resolve_device(job.device or job.suite.run.device))
     return _WORKSPACES[key]
 
@@ -53,8 +56,12 @@ def record_of(ws: "Workspace", cell: Cell, cell_id: str) -> dict[str, Any]:
     try:
         return ws.run_cell(cell, cell_id)
     except Exception as failure:  # a failed cell is a result, not the end of the run
-        return {**cell.__dict__, "cell_id": cell_id, "status": "failed", "error": f"{type(failure).__name__}: {failure}",
-                "traceback": traceback.format_exc()}
+        return failed_record(cell, cell_id, failure)
+
+
+def failed_record(cell: Cell, cell_id: str, failure: BaseException) -> dict[str, Any]:
+    return {**cell.__dict__, "cell_id": cell_id, "status": "failed", "error": f"{type(failure).__name__}: {failure}",
+            "traceback": "".join(traceback.format_exception(failure))}
 
 
 class Executor:

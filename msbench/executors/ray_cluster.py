@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any, Callable, Iterator
 
-from msbench.executors.base import Executor, Job, OnStart, Pending, record_of, victim_levels, workspace
+from msbench.executors.base import Executor, Job, OnStart, Pending, failed_record, record_of, victim_levels, workspace
 from msbench.progress import progress
 
 
@@ -104,18 +104,25 @@ class RayExecutor(Executor):
                     specs = dict(zip(remaining, level.values()))
                     while remaining:
                         done, remaining = ray.wait(remaining, num_returns=1)
-                        error = ray.get(done[0])
+                        try:
+                            error = ray.get(done[0])
+                        except ray.exceptions.RayError as lost:
+                            error = f"{type(lost).__name__}: {lost}"
                         if error:
                             dataset, arch, chain, seed = specs[done[0]]
                             bar.write(f"victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} failed: {error}", file=sys.stderr)
                         bar.update(1)
-            cells = {compute_cell.remote(shared, cell, cell_id, self.cpus_per_task): cell for cell, cell_id in pending}
+            cells = {compute_cell.remote(shared, cell, cell_id, self.cpus_per_task): (cell, cell_id) for cell, cell_id in pending}
             remaining = list(cells)
             while remaining:
                 done, remaining = ray.wait(remaining, num_returns=1)
                 if on_start and remaining:
-                    on_start(cells[remaining[0]])
-                yield ray.get(done[0])
+                    on_start(cells[remaining[0]][0])
+                try:
+                    yield ray.get(done[0])
+                except ray.exceptions.RayError as lost:  # the worker died (out of memory, a lost node): record it
+                    cell, cell_id = cells[done[0]]
+                    yield failed_record(cell, cell_id, lost)
         finally:
             for ref in remaining:  # interrupted: what is still queued or running is dropped
                 ray.cancel(ref, force=True)
