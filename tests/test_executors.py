@@ -36,11 +36,16 @@ def test_unknown_executor_and_bad_ray_options_are_one_line_errors(tmp_path, caps
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
+    before = os.environ.get("PYTHONPATH")
     # workers are separate processes: the test plugins must be importable there too
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PLUGINS, os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PLUGINS, before]))
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     yield ray
     ray.shutdown()
+    if before is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = before
 
 
 def test_ray_run_gives_the_local_tables_and_resumes_with_either(tmp_path, mnist_root, monkeypatch, ray_cluster):
