@@ -4,6 +4,8 @@ The Python API under the CLI, one call per command::
 
     import msbench
     frame = msbench.run_suite("suites/smoke.toml", data_root="../shared/data")
+    frame = msbench.run_suite("suites/full.toml", executor="ray")  # victims and cells as Ray tasks
+    timing = msbench.time_suite("suites/quick.toml")  # runs/quick/timing.csv: inference cost per defense
     frame = msbench.load_results("runs/smoke")
     msbench.render_report("runs/smoke")  # reports/smoke/index.html, tables.tex, figures/
 """
