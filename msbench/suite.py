@@ -277,14 +277,20 @@ def _plugin_settings(raw: dict[str, Any], section: str, registry, used: set[str]
         key = f"{section}.{name}"
         own_recipe = build(Recipe, _table_value(table.pop("recipe", {}), file, f"{key}.recipe"), file, f"{key}.recipe", base=recipe)
         _check_recipe(own_recipe, file, f"{key}.recipe")
-        config = build(registry.get(name).Config, table, file, key)
-        check = getattr(registry.get(name), "check_config", None)
-        if check is not None:
-            problem = check(config)
-            if problem:
-                raise SuiteError(file, f"{key}.{problem[0]}", problem[1])
-        settings[name] = PluginSettings(config, own_recipe)
+        settings[name] = PluginSettings(plugin_config(registry, name, table, file, key), own_recipe)
     return settings
+
+
+def plugin_config(registry, name: str, table: dict[str, Any], file: str, key: str, base: Any = None) -> Any:
+    """A plugin's ``Config`` from a suite table (over ``base``'s values when given), checked by the
+    plugin's ``check_config`` so a bad value fails at load time, naming its key."""
+    plugin = registry.get(name)
+    config = build(plugin.Config, table, file, key, base=base)
+    check = getattr(plugin, "check_config", None)
+    problem = check(config) if check else None
+    if problem:
+        raise SuiteError(file, f"{key}.{problem[0]}", problem[1])
+    return config
 
 
 def _file_spec(name: str, options: DatasetOptions, file: str, key: str) -> DatasetSpec:

@@ -112,19 +112,14 @@ class TimingOptions:
 
 def override_config(suite: "Suite", name: str, table: Any, file: str) -> Any:
     """Defense ``name``'s config with ``[timing.overrides.<name>]`` over the suite's (or the default)."""
-    from msbench.config import build
     from msbench.registry import DEFENSES
+    from msbench.suite import plugin_config
 
     key = f"timing.overrides.{name}"
     if not isinstance(table, dict):
         raise SuiteError(file, key, f"expected a table of {name}'s settings, got {table!r}")
-    plugin = DEFENSES.get(name)
-    base = suite.defenses[name].config if name in suite.defenses else plugin.Config()
-    config = build(type(base), table, file, key, base=base)
-    problem = plugin.check_config(config) if hasattr(plugin, "check_config") else None
-    if problem:
-        raise SuiteError(file, f"{key}.{problem[0]}", problem[1])
-    return config
+    base = suite.defenses[name].config if name in suite.defenses else DEFENSES.get(name).Config()
+    return plugin_config(DEFENSES, name, table, file, key, base=base)
 
 
 def _register() -> None:

@@ -86,6 +86,16 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, desc: str, epoch: int | None = None) -> None:
+    """One optimiser step on ``loss``. A non-finite loss stops training there, naming where, rather
+    than letting NaN weights reach a cached victim."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{desc}: loss became {loss.item()}" + (f" in epoch {epoch}" if epoch is not None else ""))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, recipe: Recipe, *, device: torch.device | str = "cpu",
         seed: int = 0, augment: str = "none", desc: str = "train",
         on_epoch: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
@@ -112,11 +122,7 @@ def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, recipe: R
                 y = targets[index].to(device)
                 logits = model(x)
                 loss = soft_cross_entropy(logits, y) if soft else F.cross_entropy(logits, y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{desc}: loss became {loss.item()} in epoch {epoch + 1}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                descend(optimizer, loss, desc, epoch + 1)
                 bar.update(1)
             scheduler.step()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from msbench.data import ImageData
 from msbench.defenses.base import OutputDefense, Softmax, TrainingDefense, VictimContext
 from msbench.progress import progress
 from msbench.registry import register_defense
-from msbench.training import Recipe, augment_batch, cycle_batches, make_optimizer, predict_labels
+from msbench.training import Recipe, augment_batch, cycle_batches, descend, make_optimizer, predict_labels
 
 IMPLEMENTATIONS = ("fast", "reference")
 MISINFO_SEED_OFFSET = 104729  # F^'s initialisation differs from the victim's own
@@ -61,11 +61,7 @@ def train_with_outliers(model: nn.Module, data: ImageData, targets: torch.Tensor
                 logits = model(torch.cat([x, x_out]))
                 value = loss(logits[:len(x)], targets[index].to(device), logits[len(x):],
                              None if outlier_targets is None else outlier_targets[out_index].to(device))
-                if not torch.isfinite(value):
-                    raise FloatingPointError(f"{desc}: loss became {value.item()} in epoch {epoch + 1}")
-                optimizer.zero_grad(set_to_none=True)
-                value.backward()
-                optimizer.step()
+                descend(optimizer, value, desc, epoch + 1)
                 bar.update(1)
             scheduler.step()
             bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.3f}")

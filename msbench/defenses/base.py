@@ -59,6 +59,10 @@ class Defense:
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()
+        check = getattr(self, "check_config", None)  # a defense's own ``check_config(config) -> (key, message) | None``
+        problem = check(self.config) if check else None
+        if problem:
+            raise ValueError(f"{self.registered_name or type(self).__name__.lower()}: {problem[0]}: {problem[1]}")
 
 
 class TrainingDefense(Defense):

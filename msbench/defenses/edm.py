@@ -51,7 +51,7 @@ from msbench.defenses.base import TrainingDefense, VictimContext
 from msbench.models import Normalize
 from msbench.progress import progress
 from msbench.registry import register_defense
-from msbench.training import augment_batch, cycle_batches, fit, make_optimizer
+from msbench.training import augment_batch, cycle_batches, descend, fit, make_optimizer
 
 IMPLEMENTATIONS = ("fast", "reference")
 HASH_SIDE = 32
@@ -196,12 +196,6 @@ class EDM(TrainingDefense):
             return "lambda_d", f"expected a non-negative weight, got {config.lambda_d}"
         return None
 
-    def __init__(self, config: Any | None = None):
-        super().__init__(config)
-        problem = self.check_config(self.config)
-        if problem:
-            raise ValueError(f"edm: {problem[0]}: {problem[1]}")
-
     def build(self, ctx: VictimContext) -> nn.Module:
         cfg = self.config
         members = [ctx.make_model() for _ in range(cfg.members)]
@@ -228,11 +222,7 @@ class EDM(TrainingDefense):
         probs = torch.stack([torch.softmax(member(x_ood), dim=1) for member in victim.members])
         coherence = diversity_loss(probs)
         loss = classification + self.config.lambda_d * coherence
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"edm: loss became {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        descend(optimizer, loss, "edm")
         ce, div = torch.stack([classification.detach(), coherence.detach()]).tolist()
         return {"ce": ce, "coherence": div}
 

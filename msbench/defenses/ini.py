@@ -158,12 +158,6 @@ class InI(TrainingDefense):
             return "max_grad_norm", f"expected a positive norm, got {config.max_grad_norm}"
         return None
 
-    def __init__(self, config: Any | None = None):
-        super().__init__(config)
-        problem = self.check_config(self.config)
-        if problem:
-            raise ValueError(f"ini: {problem[0]}: {problem[1]}")
-
     @property
     def official(self) -> bool:
         return self.config.variant == "official"
