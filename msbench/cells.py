@@ -31,9 +31,6 @@ class Cell:
         return f"{self.dataset}/{self.arch}/{self.defense}/{self.attack}/{self.label_mode}/seed{self.seed}"
 
 
-CELL_FIELDS = ("dataset", "arch", "defense", "attack", "label_mode", "seed")
-
-
 def digest(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

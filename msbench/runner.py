@@ -21,7 +21,7 @@ import msbench
 from msbench import attacks as _attacks  # noqa: F401  (registers built-in attacks)
 from msbench import defenses as _defenses  # noqa: F401  (registers built-in defenses)
 from msbench.attacks import AttackContext
-from msbench.cells import CELL_FIELDS, Cell, cell_key, expand, victim_key
+from msbench.cells import Cell, cell_key, expand, victim_key
 from msbench.config import as_dict
 from msbench.data import ImageData, default_data_root, load_split
 from msbench.defenses import VictimContext, load_victim, save_victim
@@ -201,12 +201,14 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     write_atomic(run_dir / "suite.json", json.dumps(suite.resolved(), indent=1, default=str))
     store = RecordStore(run_dir)
     cells = [(cell, cell_key(suite, cell)) for cell in expand(suite)]
+    by_id = {cell_id: cell for cell, cell_id in cells}
+    done = {cell_id: record for cell_id in by_id if (record := store.get(cell_id)) is not None}  # read once; kept current
 
-    def pending(cell_id: str) -> bool:
-        record = store.get(cell_id)
-        return record is None or (retry_failed and record.get("status") != "ok")
+    def finished() -> list[dict]:
+        return [done[cell_id] for cell_id in by_id if cell_id in done]
 
-    todo = [(cell, cell_id) for cell, cell_id in cells if pending(cell_id)]
+    todo = [(cell, cell_id) for cell, cell_id in cells
+            if cell_id not in done or (retry_failed and done[cell_id].get("status") != "ok")]
     executor = make_executor(executor)
     where = resolve_device(device or suite.run.device) if executor.in_process else f"the {executor.name} executor"
     if not todo:
@@ -215,22 +217,24 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
         echo(f"{suite.name}: {len(cells) - len(todo)} of {len(cells)} cells done; running {len(todo)} on {where}")
     job = Job(suite, root.resolve(), run_dir.resolve(), device)
     try:
-        with progress(total=len(todo), desc="cells", unit="cell", leave=True) as bar:
-            records = executor.records(job, todo, on_start=lambda cell: bar.set_description(cell.label())) if todo else iter(())
-            try:
-                for record in records:
-                    store.put(record)
-                    write_tables(run_dir, [r for _, cid in cells if (r := store.get(cid))])
-                    if record["status"] != "ok":
-                        echo(f"cell {Cell(*(record[k] for k in CELL_FIELDS)).label()} failed: {record['error']}")
-                    bar.update(1)
-            except KeyboardInterrupt:
-                echo(f"interrupted; finished cells are saved in {run_dir}")
-                raise
-            finally:
-                if hasattr(records, "close"):
-                    records.close()
-        records = [r for _, cid in cells if (r := store.get(cid))]
+        if todo:
+            with progress(total=len(todo), desc="cells", unit="cell", leave=True) as bar:
+                stream = executor.records(job, todo, on_start=lambda cell: bar.set_description(cell.label()))
+                try:
+                    for record in stream:
+                        store.put(record)
+                        done[record["cell_id"]] = record
+                        write_tables(run_dir, finished())
+                        if record["status"] != "ok":
+                            echo(f"cell {by_id[record['cell_id']].label()} failed: {record['error']}")
+                        bar.update(1)
+                except KeyboardInterrupt:
+                    echo(f"interrupted; finished cells are saved in {run_dir}")
+                    raise
+                finally:
+                    if hasattr(stream, "close"):  # a generator: lets the executor cancel work still queued
+                        stream.close()
+        records = finished()
         write_tables(run_dir, records)
         if "timing" in suite.raw and suite.extra["timing"].with_run:  # inference cost (timing.csv), skipped when up to date
             from msbench.timing import time_suite
