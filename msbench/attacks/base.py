@@ -39,7 +39,11 @@ class Attack:
     has a query ``budget``."""
 
     registered_name: ClassVar[str] = ""
-    roles: ClassVar[tuple[str, ...]] = ()  # role datasets it queries with: "surrogate"
+    roles: ClassVar[tuple[str, ...]] = ()  # role datasets it queries with: "surrogate" (a pool attack)
+    # How reports show it (read from the registry by name; defaults: the registry name, after the paper's):
+    label: ClassVar[str] = ""  # display name, e.g. "KnockoffNets"; "" = the registry name
+    color: ClassVar[str | None] = None  # fixed colour where a figure colours attacks
+    paper_order: ClassVar[int | None] = None  # position in the InI paper's tables; None = not the paper's
 
     @dataclass
     class Config:

@@ -21,6 +21,7 @@ class KnockoffNets(Attack):
     """
 
     roles = ("surrogate",)
+    label, paper_order = "KnockoffNets", 0
 
     @dataclass
     class Config:

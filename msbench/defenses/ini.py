@@ -128,6 +128,7 @@ class InI(TrainingDefense):
     """InI (Isolation and Induction): trains against a fixed surrogate clone; paper or official form."""
 
     roles = ("ood",)
+    label, color, paper_order = "InI", "#D55E00", 4
 
     @dataclass
     class Config:
