@@ -178,7 +178,7 @@ class Context:
 
     def notes(self) -> str:
         """The caption's closing notes: the collapse mark and, for a partial run, its progress."""
-        text = (f" {COLLAPSED_MARK}: benign accuracy more than {self.tolerance:g} points below Vanilla's (the suite's "
+        text = (f" {COLLAPSED_MARK}: benign accuracy more than {points(self.tolerance)} below Vanilla's (the suite's "
                 f"run.match_benign): a collapsed victim, never bold; Vanilla is the reference, never bold.")
         if self.progress.partial:
             text += f" {self.progress.sentence()} Pending cells read 'pending'."
@@ -307,6 +307,11 @@ def other_defense_tables(tables: RunTables, ctx: Context) -> list[Table]:
     return out
 
 
+def points(tolerance: float) -> str:
+    """``1 point``, ``0.5 points``: the tolerance as a caption says it."""
+    return f"{tolerance:g} point" + ("" if tolerance == 1 else "s")
+
+
 def _fmt_budget(value) -> str:
     return f"{int(value):,}" if _finite(value) else "?"
 
@@ -337,7 +342,8 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
                     text, latex = f"{text}({r.rel_mean:.2f}×)", f"{latex}({r.rel_mean:.2f}$\\times$)"
                 if not r.complete:  # pending or failed settings might still beat it
                     text, latex = f"≥{text}", f"$\\geq${latex}"
-                clone = Cell(text, latex, round(float(r.clone_mean), 2), eligible=r.standing == verdict.RANKED)
+                # "best" needs the whole battery: a worst case with settings pending or failed may still rise
+                clone = Cell(text, latex, round(float(r.clone_mean), 2), eligible=r.standing == verdict.RANKED and r.complete)
                 attack = Cell.label(f"{attack_label(r.attack)} {mode_label(r.label_mode)}")
             settings = Cell(f"{r.settings_finished}/{r.settings_total}", f"{r.settings_finished}/{r.settings_total}",
                             float(r.settings_finished))
@@ -355,8 +361,8 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
                          f"Worst case over every attack and label mode of the runs on {dataset_label(dataset)} ({arch}{budget}): "
                          f"for each defense, the highest clone accuracy (%) and its relative performance, the attack setting "
                          f"that achieved it, and how many of the attack settings finished. Leaderboard order: defenses whose "
-                         f"benign accuracy stays within {ctx.tolerance:g} points of Vanilla's, lowest worst case first (the "
-                         f"best in bold), then Vanilla as the reference, then collapsed victims ({COLLAPSED_MARK}). ≥: some "
+                         f"benign accuracy stays within {points(ctx.tolerance)} of Vanilla's, lowest worst case first (the "
+                         f"best in bold, once all its attack settings finished), then Vanilla as the reference, then collapsed victims ({COLLAPSED_MARK}). ≥: some "
                          f"attack settings are pending or failed, so the worst case may be higher."
                          f"{label_only_note(attacks) if 'hard' in hard else ''}{seeds_note(scope)}"
                          + (f" {ctx.progress.sentence()}" if ctx.progress.partial else ""),
