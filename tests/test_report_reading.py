@@ -338,6 +338,7 @@ def test_tradeoff_legend_order_markers_and_axes(full):
     fig = figs.tradeoff(tables.results, palette, collapsed={("fashionmnist", "smallcnn", "ini")}, reference=reference)
     renderer = _draw(fig)
     top = max(fig.legends, key=lambda legend: legend.get_window_extent(renderer).y0)
+    assert all(isinstance(h, Patch) for h in top.legend_handles)  # defenses by colour alone: no marker to clash with attacks
     entries = sorted(((t.get_window_extent(renderer).y0, t.get_window_extent(renderer).x0, t.get_text()) for t in top.get_texts()),
                      key=lambda e: (-round(e[0]), e[1]))
     assert [text for _, _, text in entries] == [defense_label(d) for d in order_defenses(tables.results["defense"])]  # reads row by row
