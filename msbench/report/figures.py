@@ -241,10 +241,10 @@ def inference_time(timing: pd.DataFrame, palette: dict[str, str] | None = None) 
                 ax.invert_yaxis()
                 ax.set_xlim(0, seconds.max() * 1.65)
                 ax.grid(axis="y", visible=False)
-                repeats = ", ".join(str(int(r)) for r in in_order(timing["repeats"].dropna()))
-                ax.set_xlabel(f"total seconds ({repeats} repeats)" if i == len(panels) - 1 else "")
-                where = "single query" if size == 1 else f"batch {size}"
-                ax.set_title(f"{dataset_label(dataset)} · {arch} · {inputs} · {where}", fontsize=7)
+                ax.set_ylabel(f"{dataset_label(dataset)} · {arch} · {inputs}" if j == 0 else "")
+                ax.set_title(("single query" if size == 1 else f"batch size {size}") if i == 0 else "")
+        repeats = ", ".join(str(int(r)) for r in in_order(timing["repeats"].dropna()))
+        fig.supxlabel(f"total seconds ({repeats} repeats); labels: seconds (slowdown vs Vanilla)", fontsize=7)
     return fig
 
 
