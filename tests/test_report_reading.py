@@ -385,3 +385,16 @@ def test_numbers_rounded_where_shown_and_exact_where_stored(tmp_path):
     assert "97.70" in shown and "1234.57" in shown
     assert (pd.read_csv(out / "summary.csv")["clone_mean"] == 97.69999980926514).all()  # stored: full precision
     assert (pd.read_csv(run / "results.csv")["clone_acc"] == 97.69999980926514).all()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+def test_marked_and_partial_tables_compile(full, tmp_path):
+    results, curves = full_results(datasets=("mnist",), defenses=("vanilla", "mad"), seeds=(0,), collapsed=())
+    partial = write_run(tmp_path / "partial", results.iloc[:3], curves,
+                        suite_json("p", ["mnist"], ["vanilla", "mad"], ["knockoff", "jbda"], ["soft", "hard"], [0]))
+    for i, run in enumerate((full, partial)):  # collapse marks, CIs, pending cells, worst cases marked >=
+        out = render_report(run, out=tmp_path / f"rep{i}", formats="latex")
+        done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables_standalone.tex"], cwd=out,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-3000:]
+        assert "Unicode character" not in done.stdout
