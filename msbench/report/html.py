@@ -165,6 +165,10 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
                      ("Further defenses", "Paper Table 5 style: defenses beyond the paper's, e.g. InI ablations.", sections["others"])],
         "figures": [{**f, "data": base64.b64encode(f["png"]).decode("ascii")} for f in figures],
         "skipped": skipped,
+        "figure_note": (f"Error bars and bands: 95% confidence intervals of the mean over seeds (Student t), where there "
+                        f"are several. Collapsed victims (benign accuracy more than {tables.tolerance:g} points below "
+                        f"Vanilla's) are hatched in bars, dashed in curves, marked † in the heat map, and fall in the grey "
+                        f"band of the trade-off figure."),
         "failed": [{k: _shown(row[k]) for k in ("dataset", "arch", "defense", "attack", "label_mode", "seed", "error")}
                    for _, row in failed.iterrows()],
         "datasets": _dataset_notes(tables),

@@ -362,9 +362,12 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
                          f"for each defense, the highest clone accuracy (%) and its relative performance, the attack setting "
                          f"that achieved it, and how many of the attack settings finished. Leaderboard order: defenses whose "
                          f"benign accuracy stays within {points(ctx.tolerance)} of Vanilla's, lowest worst case first (the "
-                         f"best in bold, once all its attack settings finished), then Vanilla as the reference, then collapsed victims ({COLLAPSED_MARK}). ≥: some "
-                         f"attack settings are pending or failed, so the worst case may be higher."
-                         f"{label_only_note(attacks) if 'hard' in hard else ''}{seeds_note(scope)}"
+                         f"best in bold, once all its attack settings finished), then Vanilla as the reference"
+                         + (f", then collapsed victims ({COLLAPSED_MARK}: benign accuracy more than {points(ctx.tolerance)} "
+                            f"below Vanilla's)" if (group["standing"] == verdict.COLLAPSED).any() else "") + "."
+                         + (" ≥: some attack settings are pending or failed, so the worst case may be higher."
+                            if (~group["complete"].astype(bool)).any() else "")
+                         + f"{label_only_note(attacks) if 'hard' in hard else ''}{seeds_note(scope)}"
                          + (f" {ctx.progress.sentence()}" if ctx.progress.partial else ""),
                          ["Defense", "Rank", "Benign acc.", "Worst-case clone acc.", "Attack", "Settings done"], rows))
     return out
