@@ -3,3 +3,4 @@ from msbench.attacks.base import Attack, AttackContext, oracle_targets, training
 from msbench.attacks import knockoff  # noqa: F401
 from msbench.attacks import jbda  # noqa: F401
 from msbench.attacks import knockoff_avg  # noqa: F401
+from msbench.attacks import recovery  # noqa: F401
