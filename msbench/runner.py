@@ -171,7 +171,7 @@ class Workspace:
             query_data=lambda: self.role_data(cell.dataset, "surrogate"),
             seed_data=lambda: splits.train, make_clone=self.model_factory(cell.dataset, cell.arch),
             recipe=settings.recipe, device=self.device, seed=cell.seed, num_classes=spec.num_classes, report=report,
-            defense="+".join(chain), defense_config=public_settings(chain, links))
+            defense="+".join(chain), defense_config=public_settings(chain, links), input_shape=spec.shape)
         torch.manual_seed(cell.seed)
         started = time.perf_counter()
         clone = attack.run(oracle, ctx).eval()

@@ -4,3 +4,4 @@ from msbench.attacks import knockoff  # noqa: F401
 from msbench.attacks import jbda  # noqa: F401
 from msbench.attacks import knockoff_avg  # noqa: F401
 from msbench.attacks import recovery  # noqa: F401
+from msbench.attacks import dfme  # noqa: F401

@@ -36,6 +36,7 @@ class AttackContext:
     # (benign matching's chosen value included): what a defense-aware attacker (``recovery``) is
     # told. Never the victim's weights, seeds or training data.
     defense: str = ""
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the victim's queries (DFME's generator)
     defense_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
