@@ -5,3 +5,4 @@ from msbench.attacks import jbda  # noqa: F401
 from msbench.attacks import knockoff_avg  # noqa: F401
 from msbench.attacks import recovery  # noqa: F401
 from msbench.attacks import dfme  # noqa: F401
+from msbench.attacks import activethief  # noqa: F401
