@@ -30,6 +30,7 @@ SGD lr 0.1 (momentum 0.9, weight decay 5e-4), generator Adam lr 1e-4, both learn
 convolution to C channels and an affine-free BatchNorm), with tanh mapped to [0, 1] (msbench
 victims take [0, 1] images; the authors' generator works in normalised space).
 
+DFME trains with these optimisers, not the suite's clone recipe (``[clone]`` does not apply).
 Paper scale is millions of queries (20M on CIFAR-10, about 2M on MNIST-size tasks for > 90%); a
 CPU suite runs it on small budgets and measures how far that gets.
 
