@@ -32,6 +32,12 @@ class AttackContext:
     num_classes: int
     report: Callable[[int, nn.Module], None] = lambda queries, clone: None
     notes: dict[str, Any] = field(default_factory=dict)  # free-form facts for the record ("stopped early")
+    # The defense chain the attacker faces ("ini+mad") and each link's public settings, as deployed
+    # (benign matching's chosen value included): what a defense-aware attacker (``recovery``) is
+    # told. Never the victim's weights, seeds or training data.
+    defense: str = ""
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the victim's queries (DFME's generator)
+    defense_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Attack:
