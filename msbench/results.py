@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 RESULT_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "budget", "queries", "benign_acc",
-                  "clone_acc", "relative_perf", "fidelity", "status", "error", "surrogate", "tuned", "victim_seconds",
+                  "clone_acc", "relative_perf", "fidelity", "distortion_queries", "distortion_test", "status", "error", "surrogate", "tuned", "victim_seconds",
                   "attack_seconds", "notes", "msbench", "torch", "device", "cell_id"]
 CURVE_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "clone_acc"]
 

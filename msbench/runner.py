@@ -25,6 +25,7 @@ from msbench.cells import Cell, cell_key, expand, victim_key
 from msbench.config import as_dict
 from msbench.data import ImageData, default_data_root, load_split
 from msbench.defenses import VictimContext, load_victim, save_victim
+from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
 from msbench.executors import Executor, Job, make_executor
 from msbench.models import build_model
 from msbench.oracle import Oracle, check_probabilities
@@ -159,8 +160,13 @@ class Workspace:
         spec = self.suite.spec(cell.dataset)
         settings = self.suite.attacks[cell.attack]
         attack = ATTACKS.get(cell.attack)(settings.config)
-        oracle = Oracle(victim, cell.label_mode, settings.config.budget, spec.num_classes)
         victim_labels = predict_labels(victim, splits.test.images, self.device)
+        undefended = self.victim(cell.dataset, cell.arch, chain[:1], cell.seed)[0] if len(chain) > 1 else None
+        meter = DistortionMeter(undefended) if undefended is not None else None
+        distortion_test = mean_distortion(victim, undefended, splits.test.images, self.device) if undefended is not None else float("nan")
+        restart_randomness(victim)  # a randomised defense answers the attack from its seed, whatever was asked before
+        oracle = Oracle(victim, cell.label_mode, settings.config.budget, spec.num_classes,
+                        observe=meter.observe if meter is not None else None)
         curve: list[tuple[int, float]] = []
 
         def report(queries: int, clone: nn.Module) -> None:
@@ -179,6 +185,7 @@ class Workspace:
         record.update(budget=settings.config.budget, queries=oracle.queries, benign_acc=info["benign_acc"], clone_acc=clone_acc,
                       relative_perf=clone_acc / info["benign_acc"] if info["benign_acc"] else float("nan"),
                       fidelity=accuracy(clone_labels, victim_labels), victim_seconds=victim_seconds, tuned=tuned,
+                      distortion_queries=meter.mean if meter is not None else float("nan"), distortion_test=distortion_test,
                       attack_seconds=time.perf_counter() - started, notes=json.dumps(ctx.notes) if ctx.notes else "",
                       curve=curve, msbench=msbench.__version__, torch=torch.__version__, device=str(self.device))
         return record
