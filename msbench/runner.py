@@ -7,6 +7,7 @@ the cell in progress, and a re-run computes only what is missing.
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -147,6 +148,19 @@ class Workspace:
                 break
         return {"name": defense.tunable, "value": value, "val_acc": val_acc, "base_val_acc": reference}
 
+    def at_setting(self, victim: nn.Module, info: dict[str, Any], defense: str, value: float,
+                   test: ImageData) -> tuple[nn.Module, dict[str, Any]]:
+        """A trade-off sweep's victim: the trained one with its last defense's tunable set to ``value``.
+
+        A shallow copy: it shares the trained modules and changes only the plain attribute the
+        wrapper reads at inference, so the cached (matched) victim keeps its own value."""
+        tunable = DEFENSES.get(defense).tunable
+        swept = copy.copy(victim)
+        setattr(swept, tunable, type(getattr(victim, tunable))(value))
+        restart_randomness(swept)
+        benign = accuracy(predict_labels(swept, test.images, self.device), test.labels)
+        return swept, {**info, "benign_acc": benign, "tuned": {"name": tunable, "value": value, "swept": True}}
+
     # -- cells ------------------------------------------------------------------------------
     def run_cell(self, cell: Cell, cell_id: str) -> dict[str, Any]:
         record: dict[str, Any] = {**cell.__dict__, "cell_id": cell_id, "status": "ok", "error": "",
@@ -155,8 +169,11 @@ class Workspace:
         victim, info = self.victim(cell.dataset, cell.arch, chain, cell.seed)
         links = [self.victim(cell.dataset, cell.arch, chain[:i + 1], cell.seed)[1] for i in range(len(chain))]
         victim_seconds = sum(link["seconds"] for link in links)
-        tuned = "; ".join(f"{name}.{link['tuned']['name']}={link['tuned']['value']:g}" for name, link in zip(chain, links) if link.get("tuned"))
         splits = self.splits(cell.dataset)
+        if cell.setting is not None:
+            victim, info = self.at_setting(victim, info, chain[-1], cell.setting, splits.test)
+            links[-1] = info
+        tuned = "; ".join(f"{name}.{link['tuned']['name']}={link['tuned']['value']:g}" for name, link in zip(chain, links) if link.get("tuned"))
         spec = self.suite.spec(cell.dataset)
         settings = self.suite.attacks[cell.attack]
         attack = ATTACKS.get(cell.attack)(settings.config)

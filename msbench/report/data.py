@@ -67,6 +67,7 @@ class RunTables:
     curves: pd.DataFrame
     timing: pd.DataFrame
     suites: list[dict[str, Any]] = field(default_factory=list)  # suite.json per run directory ({} if absent)
+    sweep: pd.DataFrame = field(default_factory=pd.DataFrame)  # trade-off sweep cells (``setting`` set), kept out of ``results``
 
     @property
     def name(self) -> str:
@@ -84,7 +85,8 @@ class RunTables:
 
     def defenses(self) -> list[str]:
         """Every defense of any table, in report order: the key of the fixed colour per defense."""
-        return order_defenses(list(self.results["defense"]) + list(self.curves["defense"]) + list(self.timing["defense"]))
+        swept = list(self.sweep["defense"]) if "defense" in self.sweep else []
+        return order_defenses(list(self.results["defense"]) + list(self.curves["defense"]) + list(self.timing["defense"]) + swept)
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame | None:
@@ -133,11 +135,13 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
         result_frame["status"] = result_frame["status"].fillna("failed")
         result_frame["error"] = result_frame["error"].astype(object).fillna("")
         result_frame = result_frame.drop_duplicates("cell_id", keep="last") if result_frame["cell_id"].notna().all() else result_frame
+    swept = result_frame["setting"].notna() if "setting" in result_frame else pd.Series(False, index=result_frame.index)
+    sweep_frame, result_frame = result_frame[swept], result_frame[~swept]
     curve_frame = _concat(curves, CURVE_COLUMNS + ["run"])
     if not curve_frame.empty:
         curve_frame = curve_frame.drop_duplicates(CURVE_COLUMNS[:7], keep="last")
     return RunTables(dirs, result_frame.reset_index(drop=True), curve_frame.reset_index(drop=True),
-                     _concat(timing, TIMING_COLUMNS + ["run"]), suites)
+                     _concat(timing, TIMING_COLUMNS + ["run"]), suites, sweep_frame.reset_index(drop=True))
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:

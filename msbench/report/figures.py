@@ -182,6 +182,41 @@ def tradeoff(results: pd.DataFrame, palette: dict[str, str]) -> Figure | None:
     return fig
 
 
+def sweep_tradeoff(sweep: pd.DataFrame, palette: dict[str, str]) -> Figure | None:
+    """The trade-off sweep: clone accuracy against benign accuracy and against query distortion, one
+    curve per defense through its swept settings (mean over seeds); one row per (attack, label mode),
+    two panels per dataset. Down and right (benign) or down and left (distortion) is a better defense."""
+    ok = sweep[sweep["status"] == "ok"] if not sweep.empty else sweep
+    if ok.empty:
+        return None
+    keys = ["dataset", "attack", "label_mode", "defense", "setting"]
+    points = ok.groupby(keys, dropna=False)[["benign_acc", "clone_acc", "distortion_queries"]].mean().reset_index()
+    datasets = in_order(points["dataset"])
+    kinds = in_order(zip(points["attack"], points["label_mode"]))
+    defenses = order_defenses(points["defense"])
+    axes_of = (("benign_acc", "benign accuracy (%)"), ("distortion_queries", "distortion on the queries (mean L1)"))
+    with sns.axes_style("whitegrid", _style()):
+        fig = Figure(figsize=(3.3 * 2 * len(datasets), 2.9 * len(kinds) + 0.6), layout="constrained")
+        axes = fig.subplots(len(kinds), 2 * len(datasets), squeeze=False)
+        for i, (attack, mode) in enumerate(kinds):
+            for j, dataset in enumerate(datasets):
+                frame = points[(points["dataset"] == dataset) & (points["attack"] == attack) & (points["label_mode"] == mode)]
+                for k, (column, xlabel) in enumerate(axes_of):
+                    ax = axes[i][2 * j + k]
+                    for defense in defenses:
+                        line = frame[frame["defense"] == defense].sort_values("setting")
+                        if line.empty:
+                            continue
+                        ax.plot(line[column], line["clone_acc"], marker="o", markersize=3.5, linewidth=1.2,
+                                color=palette[defense], zorder=3)
+                    ax.set_title(f"{dataset_label(dataset)}, {attack_label(attack)} {mode_label(mode)}")
+                    ax.set_xlabel(xlabel)
+                    ax.set_ylabel("clone accuracy (%)")
+        _legend(fig, defenses, palette)
+        fig.get_layout_engine().set(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+    return fig
+
+
 def curves(curve_table: pd.DataFrame, palette: dict[str, str]) -> Figure | None:
     """Clone accuracy against queries (mean ± std over seeds); None unless some curve has two points or more."""
     if curve_table.empty:
@@ -238,5 +273,7 @@ FIGURES = {
     "inference_time": ("Inference time and slowdown (the paper's Figure 4)", lambda t, p: inference_time(t.timing, p)),
     "tradeoff": ("Benign vs clone accuracy: lower and further right is better", lambda t, p: tradeoff(t.results, p)),
     "curves": ("Clone accuracy against queries", lambda t, p: curves(t.curves, p)),
+    "sweep_tradeoff": ("Trade-off sweep: clone accuracy against benign accuracy and distortion, along each defense's setting",
+                       lambda t, p: sweep_tradeoff(t.sweep, p)),
 }
 """Figure name -> (title, builder over RunTables and the defense palette)."""
