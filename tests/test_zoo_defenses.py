@@ -268,3 +268,15 @@ def test_modelguard_s_answers_the_first_centroid_within_the_ball_not_the_nearest
     valid = torch.tensor([[True, True], [False, False], [False, False]])
     # y is 0.16 from the first centroid and 0.04 from the second: ordered quantisation answers the first
     assert torch.allclose(quantise(t([0.72, 0.2, 0.08]), centroids, valid, 0.3), t([0.8, 0.2, 0.0]))
+
+
+def test_modelguard_s_victim_saves_and_loads(tmp_path, one_thread):
+    from msbench.defenses import load_victim, save_victim
+    module, base, x = defended("modelguard_s")
+    with torch.no_grad():
+        answers = module(x)
+    save_victim(module, tmp_path / "v.pt", {})
+    fresh = DEFENSES.get("modelguard_s")().build(base, context())  # built, not fitted: no training answers yet
+    load_victim(fresh, tmp_path / "v.pt")
+    with torch.no_grad():
+        assert torch.equal(fresh(x), answers)

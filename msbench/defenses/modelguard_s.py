@@ -106,6 +106,14 @@ class ModelGuardSVictim(nn.Module):
         self.register_buffer("training_answers", torch.zeros((0, num_classes), dtype=torch.float64))
         self._codebooks: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A saved victim's training answers have their own length: make room before loading them."""
+        key = prefix + "training_answers"
+        if key in state_dict:
+            self.training_answers = torch.empty_like(state_dict[key])
+            self._codebooks = {}
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def codebooks(self) -> tuple[torch.Tensor, torch.Tensor]:
         key = float(self.epsilon)
         if key not in self._codebooks:
