@@ -14,6 +14,7 @@ from typing import Any
 from msbench.config import as_dict
 from msbench.registry import DEFENSES
 from msbench.suite import Suite
+from msbench.sweep import sweep_options
 
 RESULT_VERSION = 1  # bump when a change to msbench invalidates earlier results
 
@@ -26,9 +27,11 @@ class Cell:
     attack: str
     label_mode: str
     seed: int
+    setting: float | None = None  # a trade-off sweep's value of the last defense's tunable (None: matched or default)
 
     def label(self) -> str:
-        return f"{self.dataset}/{self.arch}/{self.defense}/{self.attack}/{self.label_mode}/seed{self.seed}"
+        swept = "" if self.setting is None else f"@{self.setting:g}"
+        return f"{self.dataset}/{self.arch}/{self.defense}{swept}/{self.attack}/{self.label_mode}/seed{self.seed}"
 
 
 def digest(payload: Any) -> str:
@@ -36,9 +39,18 @@ def digest(payload: Any) -> str:
 
 
 def expand(suite: Suite) -> list[Cell]:
+    """The matrix's cells, then the ``[sweep]`` cells: one per swept value of each swept composition."""
     m = suite.matrix
-    return [Cell(d, a, f.lower(), k.lower(), mode, s)
-            for d, a, f, k, mode, s in itertools.product(m.datasets, m.archs, m.defenses, m.attacks, m.label_modes, m.seeds)]
+    cells = [Cell(d, a, f.lower(), k.lower(), mode, s)
+             for d, a, f, k, mode, s in itertools.product(m.datasets, m.archs, m.defenses, m.attacks, m.label_modes, m.seeds)]
+    sweep = sweep_options(suite)
+    if sweep is not None:
+        for composition in sweep.defenses:
+            values = sweep.values(DEFENSES.get(suite.chain(composition)[-1]))
+            cells += [Cell(d, a, composition.lower(), k.lower(), mode, s, float(v))
+                      for d, a, v, k, mode, s in itertools.product(sweep.datasets or m.datasets, m.archs, values,
+                                                                    sweep.attacks or m.attacks, sweep.label_modes or m.label_modes, m.seeds)]
+    return list(dict.fromkeys(cells))
 
 
 def data_identity(suite: Suite, dataset: str) -> dict[str, Any]:
@@ -65,6 +77,7 @@ def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: in
 def cell_key(suite: Suite, cell: Cell) -> str:
     chain = suite.chain(cell.defense)
     attack = suite.attacks[cell.attack]
-    return digest({"victim": victim_key(suite, cell.dataset, cell.arch, chain, cell.seed), "cell": asdict(cell),
+    identity = {k: v for k, v in asdict(cell).items() if not (k == "setting" and v is None)}  # unswept keys as before
+    return digest({"victim": victim_key(suite, cell.dataset, cell.arch, chain, cell.seed), "cell": identity,
                    "attack": as_dict(attack.config), "recipe": as_dict(attack.recipe),
                    "surrogate": suite.role(cell.dataset, "surrogate")})

@@ -33,9 +33,12 @@ class Oracle:
     or gradients through the oracle: answers are detached tensors computed under ``no_grad``.
     """
 
-    __slots__ = ("_answer", "label_mode", "budget", "queries", "num_classes")
+    __slots__ = ("_answer", "_observe", "label_mode", "budget", "queries", "num_classes")
 
-    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], label_mode: str, budget: int, num_classes: int):
+    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], label_mode: str, budget: int, num_classes: int,
+                 observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None):
+        """``observe(queries, probabilities)``, when given, sees every answered batch (before the
+        hard-label step); the runner measures the defense's distortion with it."""
         if label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode must be one of {LABEL_MODES}, got '{label_mode}'")
 
@@ -44,6 +47,7 @@ class Oracle:
             return predict(x).detach()
 
         self._answer = answer
+        self._observe = observe
         self.label_mode = label_mode
         self.budget = budget
         self.queries = 0
@@ -62,6 +66,8 @@ class Oracle:
         self.queries += len(x)
         probabilities = self._answer(x.detach().clamp(0.0, 1.0))
         check_probabilities(probabilities)
+        if self._observe is not None:
+            self._observe(x.detach().clamp(0.0, 1.0), probabilities)
         if self.label_mode == "hard":
             return F.one_hot(probabilities.argmax(dim=1), self.num_classes).to(probabilities.dtype)
         return probabilities

@@ -13,8 +13,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-RESULT_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "budget", "queries", "benign_acc",
-                  "clone_acc", "relative_perf", "fidelity", "status", "error", "surrogate", "tuned", "victim_seconds",
+RESULT_COLUMNS = ["dataset", "arch", "defense", "setting", "attack", "label_mode", "seed", "budget", "queries", "benign_acc",
+                  "clone_acc", "relative_perf", "fidelity", "distortion_queries", "distortion_test", "status", "error", "surrogate", "tuned", "victim_seconds",
                   "attack_seconds", "notes", "msbench", "torch", "device", "cell_id"]
 CURVE_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "clone_acc"]
 
@@ -56,7 +56,7 @@ def results_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 def curves_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     rows = [{**{k: r[k] for k in CURVE_COLUMNS[:6]}, "queries": q, "clone_acc": acc}
-            for r in records for q, acc in r.get("curve", [])]
+            for r in records if r.get("setting") is None for q, acc in r.get("curve", [])]  # swept cells: no curves
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 

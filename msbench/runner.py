@@ -7,6 +7,7 @@ the cell in progress, and a re-run computes only what is missing.
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from msbench.cells import Cell, cell_key, expand, victim_key
 from msbench.config import as_dict
 from msbench.data import ImageData, default_data_root, load_split
 from msbench.defenses import VictimContext, load_victim, save_victim
+from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
 from msbench.executors import Executor, Job, make_executor
 from msbench.models import build_model
 from msbench.oracle import Oracle, check_probabilities
@@ -146,6 +148,19 @@ class Workspace:
                 break
         return {"name": defense.tunable, "value": value, "val_acc": val_acc, "base_val_acc": reference}
 
+    def at_setting(self, victim: nn.Module, info: dict[str, Any], defense: str, value: float,
+                   test: ImageData) -> tuple[nn.Module, dict[str, Any]]:
+        """A trade-off sweep's victim: the trained one with its last defense's tunable set to ``value``.
+
+        A shallow copy: it shares the trained modules and changes only the plain attribute the
+        wrapper reads at inference, so the cached (matched) victim keeps its own value."""
+        tunable = DEFENSES.get(defense).tunable
+        swept = copy.copy(victim)
+        setattr(swept, tunable, type(getattr(victim, tunable))(value))
+        restart_randomness(swept)
+        benign = accuracy(predict_labels(swept, test.images, self.device), test.labels)
+        return swept, {**info, "benign_acc": benign, "tuned": {"name": tunable, "value": value, "swept": True}}
+
     # -- cells ------------------------------------------------------------------------------
     def run_cell(self, cell: Cell, cell_id: str) -> dict[str, Any]:
         record: dict[str, Any] = {**cell.__dict__, "cell_id": cell_id, "status": "ok", "error": "",
@@ -154,13 +169,21 @@ class Workspace:
         victim, info = self.victim(cell.dataset, cell.arch, chain, cell.seed)
         links = [self.victim(cell.dataset, cell.arch, chain[:i + 1], cell.seed)[1] for i in range(len(chain))]
         victim_seconds = sum(link["seconds"] for link in links)
-        tuned = "; ".join(f"{name}.{link['tuned']['name']}={link['tuned']['value']:g}" for name, link in zip(chain, links) if link.get("tuned"))
         splits = self.splits(cell.dataset)
+        if cell.setting is not None:
+            victim, info = self.at_setting(victim, info, chain[-1], cell.setting, splits.test)
+            links[-1] = info
+        tuned = "; ".join(f"{name}.{link['tuned']['name']}={link['tuned']['value']:g}" for name, link in zip(chain, links) if link.get("tuned"))
         spec = self.suite.spec(cell.dataset)
         settings = self.suite.attacks[cell.attack]
         attack = ATTACKS.get(cell.attack)(settings.config)
-        oracle = Oracle(victim, cell.label_mode, settings.config.budget, spec.num_classes)
         victim_labels = predict_labels(victim, splits.test.images, self.device)
+        undefended = self.victim(cell.dataset, cell.arch, chain[:1], cell.seed)[0] if len(chain) > 1 else None
+        meter = DistortionMeter(undefended) if undefended is not None else None
+        distortion_test = mean_distortion(victim, undefended, splits.test.images, self.device) if undefended is not None else float("nan")
+        restart_randomness(victim)  # a randomised defense answers the attack from its seed, whatever was asked before
+        oracle = Oracle(victim, cell.label_mode, settings.config.budget, spec.num_classes,
+                        observe=meter.observe if meter is not None else None)
         curve: list[tuple[int, float]] = []
 
         def report(queries: int, clone: nn.Module) -> None:
@@ -180,6 +203,7 @@ class Workspace:
         record.update(budget=settings.config.budget, queries=oracle.queries, benign_acc=info["benign_acc"], clone_acc=clone_acc,
                       relative_perf=clone_acc / info["benign_acc"] if info["benign_acc"] else float("nan"),
                       fidelity=accuracy(clone_labels, victim_labels), victim_seconds=victim_seconds, tuned=tuned,
+                      distortion_queries=meter.mean if meter is not None else float("nan"), distortion_test=distortion_test,
                       attack_seconds=time.perf_counter() - started, notes=json.dumps(ctx.notes) if ctx.notes else "",
                       curve=curve, msbench=msbench.__version__, torch=torch.__version__, device=str(self.device))
         return record

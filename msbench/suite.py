@@ -341,3 +341,4 @@ def check_data(suite: Suite, root: Path) -> None:
 __all__ = ["Suite", "SuiteError", "load_suite", "parse_suite", "check_data", "resolve_chain", "default_data_root", "EXTRA_SECTIONS"]
 
 import msbench.timing  # noqa: E402,F401  (registers the [timing] section; it needs EXTRA_SECTIONS above)
+import msbench.sweep  # noqa: E402,F401  (registers the [sweep] section)

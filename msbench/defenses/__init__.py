@@ -4,3 +4,5 @@ from msbench.defenses.base import (Defense, OutputDefense, Softmax, TrainingDefe
 from msbench.defenses import vanilla  # noqa: F401
 from msbench.defenses import edm, ini  # noqa: F401
 from msbench.defenses import am, mad  # noqa: F401
+from msbench.defenses import (dcp, grad2, label_only, modelguard_s, modelguard_w, random_noise,  # noqa: F401
+                              reverse_sigmoid, rounding, topk)

@@ -100,6 +100,16 @@ class OutputDefense(Defense):
         """Train auxiliary models; the base victim is frozen. Default: nothing to train."""
 
 
+def renormalise(p: torch.Tensor) -> torch.Tensor:
+    """Rows clipped at 0 and scaled to sum to 1; a row with no mass left becomes uniform.
+
+    Post-processing defenses end with it so every answer is a probability vector, as an API's must be."""
+    p = p.clamp_min(0)
+    total = p.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(p, 1.0 / p.shape[1])
+    return torch.where(total > 0, p / total.clamp_min(torch.finfo(p.dtype).tiny), uniform)
+
+
 class Softmax(nn.Module):
     """A classifier made into a deployed API: probabilities of one model's logits."""
 

@@ -248,6 +248,17 @@ class MADVictim(nn.Module):
         return mix(y, self.targets(x, y), self.epsilon)
 
 
+def random_surrogate(ctx: VictimContext) -> nn.Module:
+    """The defender's stand-in for the attacker's model: a randomly initialised, frozen model of the
+    victim's architecture in eval mode (MAD's and GRAD^2's surrogate), initialised apart from the victim."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed + SURROGATE_SEED_OFFSET)
+        surrogate = ctx.make_model()
+    for parameter in surrogate.parameters():
+        parameter.requires_grad_(False)
+    return surrogate.eval()
+
+
 @register_defense("mad")
 class MAD(OutputDefense):
     """MAD prediction poisoning: moves each answer within an L1 budget to maximise a clone's gradient deviation."""
@@ -274,10 +285,6 @@ class MAD(OutputDefense):
         return None
 
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed + SURROGATE_SEED_OFFSET)
-            surrogate = ctx.make_model()
-        for parameter in surrogate.parameters():
-            parameter.requires_grad_(False)
+        surrogate = random_surrogate(ctx)
         c = self.config
         return MADVictim(base, surrogate, c.epsilon, c.strategy, c.objective, c.implementation)

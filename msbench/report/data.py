@@ -169,6 +169,7 @@ class RunTables:
     timing: pd.DataFrame
     suites: list[dict[str, Any]] = field(default_factory=list)  # suite.json per run directory ({} if absent)
     kept_apart: list[str] = field(default_factory=list)  # one line per defense kept apart by run, and why
+    sweep: pd.DataFrame = field(default_factory=pd.DataFrame)  # trade-off sweep cells (``setting`` set), kept out of ``results``
 
     @property
     def name(self) -> str:
@@ -211,7 +212,8 @@ class RunTables:
 
     def defenses(self) -> list[str]:
         """Every defense of any table, in report order: the key of the fixed colour per defense."""
-        return order_defenses(list(self.results["defense"]) + list(self.curves["defense"]) + list(self.timing["defense"]))
+        swept = list(self.sweep["defense"]) if "defense" in self.sweep else []
+        return order_defenses(list(self.results["defense"]) + list(self.curves["defense"]) + list(self.timing["defense"]) + swept)
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame | None:
@@ -346,6 +348,10 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
         if recorded["cell_id"].notna().all():
             recorded = recorded.drop_duplicates("cell_id", keep="last")
         result_frame = pd.concat([recorded, result_frame[result_frame["status"] == PENDING]], ignore_index=True)
+    # trade-off sweep cells (``setting`` set) are extra cells of one experiment: kept out of ``results``
+    swept = result_frame["setting"].notna() if "setting" in result_frame else pd.Series(False, index=result_frame.index)
+    sweep_frame, result_frame = result_frame[swept], result_frame[~swept]
+    if not result_frame.empty:
         result_frame, renamed, reasons = _keep_apart(result_frame, names)
         # one row per (experiment, seed): a record beats a pending plan; a later run beats an earlier one
         result_frame = result_frame.assign(_recorded=result_frame["status"] != PENDING, _order=range(len(result_frame)))
@@ -359,7 +365,7 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
                                       for r, ds, a, d in zip(curve_frame["run"], curve_frame["dataset"], curve_frame["arch"], curve_frame["defense"])]
         curve_frame = curve_frame.drop_duplicates(CURVE_COLUMNS[:7], keep="last")
     return RunTables(dirs, result_frame.reset_index(drop=True), curve_frame.reset_index(drop=True),
-                     _concat(timing, TIMING_COLUMNS + ["run"]), suites, reasons)
+                     _concat(timing, TIMING_COLUMNS + ["run"]), suites, reasons, sweep_frame.reset_index(drop=True))
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:

@@ -353,6 +353,41 @@ def _compact_count(value: float, _pos=None) -> str:
     return f"{value:g}"
 
 
+def sweep_tradeoff(sweep: pd.DataFrame, palette: dict[str, str]) -> Figure | None:
+    """The trade-off sweep: clone accuracy against benign accuracy and against query distortion, one
+    curve per defense through its swept settings (mean over seeds); one row per (attack, label mode),
+    two panels per dataset. Down and right (benign) or down and left (distortion) is a better defense."""
+    ok = sweep[sweep["status"] == "ok"] if not sweep.empty else sweep
+    if ok.empty:
+        return None
+    keys = ["dataset", "attack", "label_mode", "defense", "setting"]
+    points = ok.groupby(keys, dropna=False)[["benign_acc", "clone_acc", "distortion_queries"]].mean().reset_index()
+    datasets = in_order(points["dataset"])
+    kinds = in_order(zip(points["attack"], points["label_mode"]))
+    defenses = order_defenses(points["defense"])
+    axes_of = (("benign_acc", "benign accuracy (%)"), ("distortion_queries", "distortion on the queries (mean L1)"))
+    width = _width(2 * len(datasets))
+    with sns.axes_style("whitegrid", _style()), matplotlib.rc_context(_style()):
+        fig = Figure(figsize=(width, 1.9 * len(kinds) + 0.6), layout="constrained")
+        axes = fig.subplots(len(kinds), 2 * len(datasets), squeeze=False)
+        for i, (attack, mode) in enumerate(kinds):
+            for j, dataset in enumerate(datasets):
+                frame = points[(points["dataset"] == dataset) & (points["attack"] == attack) & (points["label_mode"] == mode)]
+                for k, (column, xlabel) in enumerate(axes_of):
+                    ax = axes[i][2 * j + k]
+                    for defense in defenses:
+                        line = frame[frame["defense"] == defense].sort_values("setting")
+                        if line.empty:
+                            continue
+                        ax.plot(line[column], line["clone_acc"], marker="o", markersize=3.5, linewidth=1.2,
+                                color=palette[defense], zorder=3)
+                    ax.set_title(f"{dataset_label(dataset)}, {attack_label(attack)} {mode}")
+                    ax.set_xlabel(xlabel)
+                    ax.set_ylabel("clone accuracy (%)")
+        _legend(fig, _defense_handles(defenses, palette), _ncol(width))
+    return fig
+
+
 def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = frozenset(),
            tolerance: float = 1.0) -> Figure | None:
     """Clone accuracy against queries for every attack that reported points (mean and 95% CI band over seeds);
@@ -448,5 +483,7 @@ FIGURES = {
                  lambda t, p: tradeoff(t.results, p, reference=_references(t), **_marks(t))),
     "curves": ("Clone accuracy against queries, every attack that reported budget points (95% CI band over seeds)",
                lambda t, p: curves(t.curves, p, **_marks(t))),
+    "sweep_tradeoff": ("Trade-off sweep: clone accuracy against benign accuracy and distortion, along each defense's setting",
+                       lambda t, p: sweep_tradeoff(t.sweep, p)),
 }
 """Figure name -> (title, builder over RunTables and the defense palette)."""

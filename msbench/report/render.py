@@ -17,6 +17,7 @@ FORMATS = ("html", "latex", "png", "pdf")
 _SKIP_REASONS = {
     "inference_time": "no timing table (timing.csv) in these runs",
     "curves": "no query-budget curve with two points or more (list budgets in an attack's `curve` setting)",
+    "sweep_tradeoff": "no trade-off sweep in these runs (a suite's `[sweep]` table)",
 }
 
 
