@@ -31,6 +31,7 @@ from msbench.oracle import Oracle, check_probabilities
 from msbench.progress import progress
 from msbench.registry import ATTACKS, DEFENSES
 from msbench.results import RecordStore, results_frame, write_atomic, write_tables
+from msbench.seeds import derive_seed, seeded
 from msbench.suite import Suite, check_data, load_suite
 from msbench.training import accuracy, predict_labels
 
@@ -95,13 +96,11 @@ class Workspace:
         name = chain[-1]
         defense = DEFENSES.get(name)(self.suite.defenses[name].config)
         ctx = self.victim_context(dataset, arch, name, seed)
-        torch.manual_seed(seed)
         base = None
-        if defense.kind == "training":
-            module = defense.build(ctx)
-        else:
+        if defense.kind != "training":
             base, _ = self.victim(dataset, arch, chain[:-1], seed)
-            module = defense.build(base, ctx)
+        with seeded(derive_seed(seed, f"{name}.build")):  # models come from ctx.new_model; this covers any other draw
+            module = defense.build(ctx) if base is None else defense.build(base, ctx)
         module.to(self.device)
         path = self.run_dir / "victims" / f"{key}.pt"
         if path.exists():
@@ -109,8 +108,8 @@ class Workspace:
             module.to(self.device)
         else:
             started = time.perf_counter()
-            torch.manual_seed(seed)
-            defense.fit(module, ctx)
+            with seeded(derive_seed(seed, f"{name}.fit")):
+                defense.fit(module, ctx)
             seconds = time.perf_counter() - started
             module.eval()
             tuned = self.match_benign(defense, module, base, ctx) if defense.kind == "output" else None
@@ -170,10 +169,11 @@ class Workspace:
         ctx = AttackContext(
             query_data=lambda: self.role_data(cell.dataset, "surrogate"),
             seed_data=lambda: splits.train, make_clone=self.model_factory(cell.dataset, cell.arch),
-            recipe=settings.recipe, device=self.device, seed=cell.seed, num_classes=spec.num_classes, report=report)
-        torch.manual_seed(cell.seed)
+            recipe=settings.recipe, device=self.device, seed=derive_seed(cell.seed, "attack"),  # the attack's stream only
+            num_classes=spec.num_classes, report=report)
         started = time.perf_counter()
-        clone = attack.run(oracle, ctx).eval()
+        with seeded(ctx.seed_for("run")):
+            clone = attack.run(oracle, ctx).eval()
         clone_labels = predict_labels(clone, splits.test.images, self.device)
         clone_acc = accuracy(clone_labels, splits.test.labels)
         record.update(budget=settings.config.budget, queries=oracle.queries, benign_acc=info["benign_acc"], clone_acc=clone_acc,

@@ -14,6 +14,7 @@ from torch import nn
 
 from msbench.data import ImageData
 from msbench.oracle import Oracle
+from msbench.seeds import build_seeded, derive_seed
 from msbench.training import Recipe
 
 
@@ -28,10 +29,19 @@ class AttackContext:
     make_clone: Callable[[], nn.Module]
     recipe: Recipe
     device: torch.device
-    seed: int
+    seed: int  # the attack's own stream: derived from the cell's seed, it reveals none of the defender's
     num_classes: int
     report: Callable[[int, nn.Module], None] = lambda queries, clone: None
     notes: dict[str, Any] = field(default_factory=dict)  # free-form facts for the record ("stopped early")
+
+    def seed_for(self, purpose: str) -> int:
+        """The seed of one random stream of the attack (``"knockoff.queries"``)."""
+        return derive_seed(self.seed, purpose)
+
+    def new_clone(self, purpose: str = "clone") -> nn.Module:
+        """A fresh clone initialised from the ``purpose`` stream alone; the same purpose gives the
+        same initial weights (KnockoffNets' budget-curve clones all start like its final clone)."""
+        return build_seeded(self.make_clone, self.seed_for(purpose))
 
 
 class Attack:

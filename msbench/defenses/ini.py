@@ -163,7 +163,7 @@ class InI(TrainingDefense):
         return self.config.variant == "official"
 
     def build(self, ctx: VictimContext) -> nn.Module:
-        return Softmax(ctx.make_model())
+        return Softmax(ctx.new_model("victim"))
 
     # -- one step ---------------------------------------------------------------------------
     def objectives(self, victim: nn.Module, clone: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -259,10 +259,10 @@ class InI(TrainingDefense):
     # -- training ---------------------------------------------------------------------------
     def fit(self, victim: nn.Module, ctx: VictimContext) -> None:
         model = victim.model.to(ctx.device).train()
-        clone = ctx.make_model().to(ctx.device).eval()  # fixed, randomly initialised surrogate
+        clone = ctx.new_model("ini.surrogate").to(ctx.device).eval()  # fixed surrogate C, initialised independently of V
         ood = ctx.role("ood")
         recipe = ctx.recipe
-        generator = torch.Generator().manual_seed(ctx.seed)
+        generator = torch.Generator().manual_seed(ctx.seed_for("ini.train"))
         optimizer, scheduler = make_optimizer(model.parameters(), recipe)
         ood_batches = cycle_batches(len(ood), recipe.batch_size, generator)
         n = len(ctx.train)

@@ -36,7 +36,6 @@ IMPLEMENTATIONS = ("fast", "reference")
 EXHAUSTIVE_MAX_CLASSES = 10  # up to this K, MAD-argmax scores all 2^(K-1) sets containing k1
 GREEDY_MAX_CANDIDATES = 1024  # beyond it, the greedy search stops after this many scored sets
 TOP1_BONUS = 1e-5  # added at k1 before normalising a set, so y* keeps k1 as its strict top-1
-SURROGATE_SEED_OFFSET = 7919  # the surrogate's initialisation differs from the victim's own
 
 
 def mix(y: torch.Tensor, ystar: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -273,9 +272,7 @@ class MAD(OutputDefense):
         return None
 
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed + SURROGATE_SEED_OFFSET)
-            surrogate = ctx.make_model()
+        surrogate = ctx.new_model("mad.surrogate")  # independent of the victim's initialisation
         for parameter in surrogate.parameters():
             parameter.requires_grad_(False)
         c = self.config
