@@ -12,7 +12,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from msbench.data import ImageData
+from msbench.data import UnlabeledImages
 from msbench.oracle import Oracle
 from msbench.seeds import build_seeded, derive_seed
 from msbench.training import Recipe
@@ -20,12 +20,13 @@ from msbench.training import Recipe
 
 @dataclass
 class AttackContext:
-    """What an attack may use. ``query_data`` is the surrogate set (KnockoffNets), ``seed_data``
-    a sample of the victim's training set (JBDA's seeds); neither carries the victim's labels
-    for the attacker to use: labels come from the oracle."""
+    """What an attack may use. ``query_data`` is the surrogate set (KnockoffNets; offered to an
+    attack that declares the ``"surrogate"`` role), ``seed_data`` the victim's training images
+    (JBDA's seeds). Both are ``UnlabeledImages``, copies without labels: an attack's labels come
+    from the oracle."""
 
-    query_data: Callable[[], ImageData]
-    seed_data: Callable[[], ImageData]
+    query_data: Callable[[], UnlabeledImages]
+    seed_data: Callable[[], UnlabeledImages]
     make_clone: Callable[[], nn.Module]
     recipe: Recipe
     device: torch.device

@@ -58,7 +58,8 @@ class VictimContext:
     def role(self, name: str) -> ImageData:
         """The role dataset (``ood``, ``hash``), conformed to the victim's input shape."""
         if name not in self.roles:
-            raise KeyError(f"no '{name}' dataset is configured for {self.spec.name}")
+            raise KeyError(f"no '{name}' dataset for {self.spec.name}: the defense must declare it in its `roles` "
+                           "and the suite or the dataset must name one")
         return self.roles[name]()
 
 
