@@ -1,7 +1,8 @@
 """InI, Isolation and Induction (ACM MM 2023): train the victim against a fixed surrogate clone.
 
 The defender keeps a randomly initialised, frozen clone C of the victim's architecture (eval mode;
-the paper's main results use an untrained surrogate, Appendix C) and trains the victim V with
+the paper's main results use an untrained surrogate, Appendix C), initialised independently of V
+and of any attacker's clone (its own random stream, ``"ini.surrogate"``) and trains the victim V with
 objectives about what an attacker distilling V into C would learn:
 
 - **benign**: L_ben = CE(V(x), y) on in-distribution data.
