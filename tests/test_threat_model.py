@@ -45,12 +45,24 @@ class HostileConfig:
     budget: int = 50
 
 
+HOSTILE: dict[str, type] = {}
+
+
 def hostile(name: str):
+    """An attack class named ``name`` running the decorated function; registered only during the test."""
     def wrap(run):
-        if name not in ATTACKS.names():
-            register_attack(name)(type(name.replace("-", "_"), (Attack,), {"Config": HostileConfig, "run": run}))
+        HOSTILE[name] = type(name.replace("-", "_"), (Attack,), {"Config": HostileConfig, "run": run})
         return run
     return wrap
+
+
+@pytest.fixture
+def hostile_attacks():
+    for name, attack in HOSTILE.items():
+        register_attack(name)(attack)
+    yield
+    for name in HOSTILE:
+        ATTACKS.unregister(name)
 
 
 @hostile("tamper-victim")
@@ -94,7 +106,7 @@ def forge_run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
     return clone
 
 
-def test_hostile_attacks_are_contained(tmp_path, mnist_root, one_thread):
+def test_hostile_attacks_are_contained(tmp_path, mnist_root, one_thread, hostile_attacks):
     SEEN.clear()
     suite = tiny_suite(tmp_path, matrix={"attacks": ["tamper-victim", "forge-count"]},
                        run={"train_subset": 200, "test_subset": 100}, victim={"epochs": 1}, attacks=None)
