@@ -193,7 +193,8 @@ class Workspace:
             query_data=lambda: self.attack_role(cell.dataset, attack, "surrogate"),
             seed_data=lambda: splits.train.unlabeled(), make_clone=self.model_factory(cell.dataset, cell.arch),
             recipe=settings.recipe, device=self.device, seed=derive_seed(cell.seed, "attack"),  # the attack's stream only
-            num_classes=spec.num_classes, report=report)
+            num_classes=spec.num_classes, report=report,
+            defense="+".join(chain), defense_config=public_settings(chain, links), input_shape=spec.shape)
         started = time.perf_counter()
         try:
             with seeded(ctx.seed_for("run")):
@@ -216,6 +217,18 @@ class Workspace:
             raise KeyError(f"{type(attack).registered_name or type(attack).__name__}: reads the '{role}' dataset "
                            f"without declaring it: add roles = (\"{role}\",) to the attack class")
         return self.role_data(dataset, role).unlabeled()
+
+
+def public_settings(chain: list[str], links: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each defense link's deployed settings, as a defense-aware attacker is told them: its config
+    with the value benign matching chose. Nothing else of the victim (weights, seed, data)."""
+    settings = {}
+    for name, link in zip(chain, links):
+        config = dict(link["config"])
+        if link.get("tuned"):
+            config[link["tuned"]["name"]] = link["tuned"]["value"]
+        settings[name] = config
+    return settings
 
 
 def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, out: str | Path | None = None,
