@@ -1,22 +1,35 @@
 """Cells: one (dataset, arch, defense, attack, label mode, seed) and the content hashes that key caches.
 
-A cell's identity hashes everything that determines its result, so re-running a suite skips
-finished cells and a changed setting recomputes only the cells (and victims) it touches.
+A key hashes exactly what its result reads, so re-running a suite skips finished cells and a
+changed setting recomputes only the cells (and victims) that read it:
+
+- a victim: its dataset's identity (subsets, validation split, the files of a file dataset), the
+  arch, the seed, and per defense of its chain the defense's config, recipe, code identity and the
+  role datasets *it declares* in ``roles`` (Vanilla's victim does not depend on the OOD set);
+- a cell: its victim, the attack's config, recipe, code identity and declared role datasets (only
+  KnockoffNets' cells depend on the surrogate set), the label mode and the seed.
+
+A plugin's code identity is its ``version`` class attribute when it declares one, else the hash of
+its module's source file, so editing a defense or an attack recomputes what it made. Changes to
+msbench's own shared code (training loop, oracle) are covered by ``RESULT_VERSION`` instead.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import itertools
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from msbench.config import as_dict
-from msbench.registry import DEFENSES
+from msbench.registry import ATTACKS, DEFENSES
 from msbench.suite import Suite
 from msbench.sweep import sweep_options
 
-RESULT_VERSION = 1  # bump when a change to msbench invalidates earlier results
+RESULT_VERSION = 2  # bump when a change to msbench invalidates earlier results (2: independent random streams)
+FILE_FIELDS = ("format", "like", "train", "test", "num_classes")  # what of a file dataset's definition its images depend on
 
 
 @dataclass(frozen=True)
@@ -53,21 +66,48 @@ def expand(suite: Suite) -> list[Cell]:
     return list(dict.fromkeys(cells))
 
 
+@functools.cache
+def code_identity(plugin: type) -> str:
+    """``version:<v>`` when the class itself declares ``version``, else a hash of its module's
+    source file (its qualified name where no source file exists, e.g. a class made at a prompt)."""
+    version = vars(plugin).get("version")
+    if version is not None:
+        return f"version:{version}"
+    try:
+        with open(inspect.getsourcefile(plugin) or "", "rb") as source:
+            return "source:" + hashlib.sha256(source.read()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return f"name:{plugin.__module__}.{plugin.__qualname__}"
+
+
+def dataset_files(suite: Suite, name: str | None) -> dict[str, Any] | None:
+    """A file dataset's definition (paths, format, shape source); None for a registered dataset."""
+    options = suite.datasets.get(name) if name else None
+    if options is None or not options.format:
+        return None
+    return {k: v for k, v in as_dict(options).items() if k in FILE_FIELDS}
+
+
+def role_identity(suite: Suite, dataset: str, roles: tuple[str, ...]) -> dict[str, Any]:
+    """The datasets a plugin's declared roles resolve to on ``dataset``, with their files."""
+    return {role: {"name": (name := suite.role(dataset, role)), "files": dataset_files(suite, name)} for role in roles}
+
+
 def data_identity(suite: Suite, dataset: str) -> dict[str, Any]:
-    """What of the data determines a victim: the dataset, its subsets, and its role datasets."""
+    """What of the victim's own data determines it: the dataset, its subsets, the validation split."""
     return {"dataset": dataset, "train_subset": suite.subset(dataset, "train"), "test_subset": suite.subset(dataset, "test"),
-            "val_fraction": suite.run.val_fraction, "roles": {r: suite.role(dataset, r) for r in ("ood", "hash")},
-            "files": as_dict(suite.datasets.get(dataset)) if suite.datasets.get(dataset) and suite.datasets[dataset].format else None,
-            "role_files": {r: as_dict(suite.datasets.get(suite.role(dataset, r))) for r in ("ood", "hash") if suite.role(dataset, r) in suite.datasets}}
+            "val_fraction": suite.run.val_fraction, "files": dataset_files(suite, dataset)}
 
 
 def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: int) -> str:
-    """Hash of a victim: data, arch, seed, and each defense of the chain with its config and recipe
-    (and, for a tunable output defense, the benign-accuracy tolerance that picks its setting)."""
+    """Hash of a victim: data, arch, seed, and each defense of the chain with its config, recipe,
+    code and declared role datasets (and, for a tunable output defense, the benign-accuracy
+    tolerance that picks its setting)."""
     links = []
     for name in chain:
-        link = {"defense": name, "config": as_dict(suite.defenses[name].config), "recipe": as_dict(suite.victim_recipe(dataset, name))}
         defense = DEFENSES.get(name)
+        link = {"defense": name, "config": as_dict(suite.defenses[name].config), "recipe": as_dict(suite.victim_recipe(dataset, name)),
+                "code": code_identity(defense), "roles": role_identity(suite, dataset, tuple(defense.roles))}
         if suite.run.match_benign is not None and getattr(defense, "tunable", None):
             link["match_benign"] = [suite.run.match_benign, list(defense.tunable_grid)]
         links.append(link)
@@ -76,8 +116,9 @@ def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: in
 
 def cell_key(suite: Suite, cell: Cell) -> str:
     chain = suite.chain(cell.defense)
-    attack = suite.attacks[cell.attack]
+    settings = suite.attacks[cell.attack]
+    attack = ATTACKS.get(cell.attack)
     identity = {k: v for k, v in asdict(cell).items() if not (k == "setting" and v is None)}  # unswept keys as before
     return digest({"victim": victim_key(suite, cell.dataset, cell.arch, chain, cell.seed), "cell": identity,
-                   "attack": as_dict(attack.config), "recipe": as_dict(attack.recipe),
-                   "surrogate": suite.role(cell.dataset, "surrogate")})
+                   "attack": as_dict(settings.config), "recipe": as_dict(settings.recipe), "code": code_identity(attack),
+                   "roles": role_identity(suite, cell.dataset, tuple(attack.roles))})

@@ -19,7 +19,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {bad}", file=sys.stderr)
         return 2
     frame = run_suite(args.suite, data_root=args.data_root, out=args.out, device=args.device, retry_failed=args.retry_failed,
-                      report=not args.no_report, executor=executor)
+                      report=not args.no_report, executor=executor, force=args.force)
     print(summary(frame))
     return 0
 
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<suite name>)")
     run.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the suite's run.device)")
     run.add_argument("--retry-failed", action="store_true", help="run again the cells recorded as failed")
+    run.add_argument("--force", action="store_true", help="recompute every cell and retrain every victim, even those done")
     run.add_argument("--no-report", action="store_true", help="do not render reports/<suite name> at the end")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="local: this process (default); ray: victims and cells as tasks on a Ray cluster")

@@ -28,15 +28,22 @@ from msbench.data import ImageData, default_data_root, load_split
 from msbench.defenses import VictimContext, load_victim, save_victim
 from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
 from msbench.executors import Executor, Job, make_executor
+from msbench.executors.base import forget_workspaces
 from msbench.models import build_model
-from msbench.oracle import Oracle, check_probabilities
+from msbench.fingerprint import fingerprint
+from msbench.oracle import Oracle, QueryLedger, check_probabilities
 from msbench.progress import progress
 from msbench.registry import ATTACKS, DEFENSES
 from msbench.results import RecordStore, results_frame, write_atomic, write_tables
+from msbench.seeds import derive_seed, seeded
 from msbench.suite import Suite, check_data, load_suite
 from msbench.training import accuracy, predict_labels
 
 SUBSET_SEED = 0  # data subsets and the validation split are the same for every seed of a suite
+
+
+class VictimTampered(RuntimeError):
+    """A cell's attack changed the victim it queried; the cell is void and the victim is reloaded."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,6 +68,7 @@ class Workspace:
     run_dir: Path
     device: torch.device
     _victims: dict[str, tuple[nn.Module, dict[str, Any]]] = field(default_factory=dict)
+    _fingerprints: dict[str, str] = field(default_factory=dict)  # of each loaded victim, checked after every cell
 
     # -- data -------------------------------------------------------------------------------
     def splits(self, dataset: str) -> VictimSplits:
@@ -83,7 +91,8 @@ class Workspace:
         spec = self.suite.spec(dataset)
         splits = self.splits(dataset)
         recipe = self.suite.victim_recipe(dataset, defense)
-        roles = {role: (lambda role=role: self.role_data(dataset, role)) for role in ("ood", "hash") if self.suite.role(dataset, role)}
+        declared = DEFENSES.get(defense).roles  # only what the defense declares: its victim key covers exactly these
+        roles = {role: (lambda role=role: self.role_data(dataset, role)) for role in declared if self.suite.role(dataset, role)}
         augment = spec.augment if recipe.augment == "auto" else recipe.augment
         return VictimContext(spec, arch, splits.train, splits.val, recipe, self.device, seed, roles,
                              self.model_factory(dataset, arch), augment)
@@ -97,13 +106,11 @@ class Workspace:
         name = chain[-1]
         defense = DEFENSES.get(name)(self.suite.defenses[name].config)
         ctx = self.victim_context(dataset, arch, name, seed)
-        torch.manual_seed(seed)
         base = None
-        if defense.kind == "training":
-            module = defense.build(ctx)
-        else:
+        if defense.kind != "training":
             base, _ = self.victim(dataset, arch, chain[:-1], seed)
-            module = defense.build(base, ctx)
+        with seeded(derive_seed(seed, f"{name}.build")):  # models come from ctx.new_model; this covers any other draw
+            module = defense.build(ctx) if base is None else defense.build(base, ctx)
         module.to(self.device)
         path = self.run_dir / "victims" / f"{key}.pt"
         if path.exists():
@@ -111,8 +118,8 @@ class Workspace:
             module.to(self.device)
         else:
             started = time.perf_counter()
-            torch.manual_seed(seed)
-            defense.fit(module, ctx)
+            with seeded(derive_seed(seed, f"{name}.fit")):
+                defense.fit(module, ctx)
             seconds = time.perf_counter() - started
             module.eval()
             tuned = self.match_benign(defense, module, base, ctx) if defense.kind == "output" else None
@@ -129,7 +136,20 @@ class Workspace:
         for parameter in module.parameters():
             parameter.requires_grad_(False)
         self._victims[key] = (module, info)
+        self._fingerprints[key] = fingerprint(module)
         return module, info
+
+    def check_victim(self, dataset: str, arch: str, chain: list[str], seed: int) -> None:
+        """Raise ``VictimTampered`` if the victim of a chain differs from when it was loaded. Every
+        loaded victim that changed (a base victim is shared by the output defenses over it) is
+        dropped, so later cells load it again from its checkpoint."""
+        key = victim_key(self.suite, dataset, arch, chain, seed)
+        if key not in self._victims or fingerprint(self._victims[key][0]) == self._fingerprints[key]:
+            return
+        for other in [k for k, (module, _) in self._victims.items() if fingerprint(module) != self._fingerprints[k]]:
+            del self._victims[other], self._fingerprints[other]
+        raise VictimTampered(f"the attack changed the victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} "
+                             "(its parameters, buffers or settings); this cell's result is void and the victim is reloaded for later cells")
 
     @torch.no_grad()
     def match_benign(self, defense, module: nn.Module, base: nn.Module, ctx: VictimContext) -> dict[str, Any] | None:
@@ -163,8 +183,9 @@ class Workspace:
 
     # -- cells ------------------------------------------------------------------------------
     def run_cell(self, cell: Cell, cell_id: str) -> dict[str, Any]:
+        reads_surrogate = "surrogate" in ATTACKS.get(cell.attack).roles
         record: dict[str, Any] = {**cell.__dict__, "cell_id": cell_id, "status": "ok", "error": "",
-                                  "surrogate": self.suite.role(cell.dataset, "surrogate") or ""}
+                                  "surrogate": (self.suite.role(cell.dataset, "surrogate") or "") if reads_surrogate else ""}
         chain = self.suite.chain(cell.defense)
         victim, info = self.victim(cell.dataset, cell.arch, chain, cell.seed)
         links = [self.victim(cell.dataset, cell.arch, chain[:i + 1], cell.seed)[1] for i in range(len(chain))]
@@ -182,7 +203,8 @@ class Workspace:
         meter = DistortionMeter(undefended) if undefended is not None else None
         distortion_test = mean_distortion(victim, undefended, splits.test.images, self.device) if undefended is not None else float("nan")
         restart_randomness(victim)  # a randomised defense answers the attack from its seed, whatever was asked before
-        oracle = Oracle(victim, cell.label_mode, settings.config.budget, spec.num_classes,
+        ledger = QueryLedger()  # the runner's own count: the attack holds only the oracle
+        oracle = Oracle(victim, cell.label_mode, settings.config.budget, spec.num_classes, input_shape=spec.shape, ledger=ledger,
                         observe=meter.observe if meter is not None else None)
         curve: list[tuple[int, float]] = []
 
@@ -191,22 +213,34 @@ class Workspace:
             curve.append((queries, accuracy(predict_labels(clone, splits.test.images, self.device), splits.test.labels)))
 
         ctx = AttackContext(
-            query_data=lambda: self.role_data(cell.dataset, "surrogate"),
-            seed_data=lambda: splits.train, make_clone=self.model_factory(cell.dataset, cell.arch),
-            recipe=settings.recipe, device=self.device, seed=cell.seed, num_classes=spec.num_classes, report=report,
+            query_data=lambda: self.attack_role(cell.dataset, attack, "surrogate"),
+            seed_data=lambda: splits.train.unlabeled(), make_clone=self.model_factory(cell.dataset, cell.arch),
+            recipe=settings.recipe, device=self.device, seed=derive_seed(cell.seed, "attack"),  # the attack's stream only
+            num_classes=spec.num_classes, report=report,
             defense="+".join(chain), defense_config=public_settings(chain, links), input_shape=spec.shape)
-        torch.manual_seed(cell.seed)
         started = time.perf_counter()
-        clone = attack.run(oracle, ctx).eval()
-        clone_labels = predict_labels(clone, splits.test.images, self.device)
-        clone_acc = accuracy(clone_labels, splits.test.labels)
-        record.update(budget=settings.config.budget, queries=oracle.queries, benign_acc=info["benign_acc"], clone_acc=clone_acc,
+        try:
+            with seeded(ctx.seed_for("run")):
+                clone = attack.run(oracle, ctx).eval()
+            clone_labels = predict_labels(clone, splits.test.images, self.device)
+            clone_acc = accuracy(clone_labels, splits.test.labels)
+        finally:  # also when the attack failed: a damaged victim must not serve later cells
+            self.check_victim(cell.dataset, cell.arch, chain, cell.seed)
+        record.update(budget=settings.config.budget, queries=ledger.queries, benign_acc=info["benign_acc"], clone_acc=clone_acc,
                       relative_perf=clone_acc / info["benign_acc"] if info["benign_acc"] else float("nan"),
                       fidelity=accuracy(clone_labels, victim_labels), victim_seconds=victim_seconds, tuned=tuned,
                       distortion_queries=meter.mean if meter is not None else float("nan"), distortion_test=distortion_test,
                       attack_seconds=time.perf_counter() - started, notes=json.dumps(ctx.notes) if ctx.notes else "",
                       curve=curve, msbench=msbench.__version__, torch=torch.__version__, device=str(self.device))
         return record
+
+    def attack_role(self, dataset: str, attack: Any, role: str) -> Any:
+        """A role dataset's images, without labels, for an attack that declares the role (its cell
+        key covers exactly the roles it declares)."""
+        if role not in type(attack).roles:
+            raise KeyError(f"{type(attack).registered_name or type(attack).__name__}: reads the '{role}' dataset "
+                           f"without declaring it: add roles = (\"{role}\",) to the attack class")
+        return self.role_data(dataset, role).unlabeled()
 
 
 def public_settings(chain: list[str], links: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -223,13 +257,14 @@ def public_settings(chain: list[str], links: list[dict[str, Any]]) -> dict[str, 
 
 def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, out: str | Path | None = None,
               device: str | None = None, retry_failed: bool = False, echo=print, report: bool = True,
-              report_dir: str | Path | None = None, executor: str | Executor = "local") -> pd.DataFrame:
+              report_dir: str | Path | None = None, executor: str | Executor = "local", force: bool = False) -> pd.DataFrame:
     """Run every cell of a suite not already done; returns the results table (also in results.csv).
 
     ``executor``: ``"local"`` (this process), ``"ray"`` (a Ray cluster: ``RAY_ADDRESS``, else a local
     one), or an ``Executor`` such as ``RayExecutor(address=..., gpus_per_task=1)``. With ``report``
     (default), renders the report from the run's tables into ``report_dir`` (default
     ``reports/<suite name>``); a failed rendering only warns, the results stay in the run dir.
+    ``force`` recomputes every cell and retrains every victim of the suite, done or not.
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     root = Path(data_root) if data_root else default_data_root()
@@ -245,7 +280,7 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
         return [done[cell_id] for cell_id in by_id if cell_id in done]
 
     todo = [(cell, cell_id) for cell, cell_id in cells
-            if cell_id not in done or (retry_failed and done[cell_id].get("status") != "ok")]
+            if force or cell_id not in done or (retry_failed and done[cell_id].get("status") != "ok")]
     executor = make_executor(executor)
     where = resolve_device(device or suite.run.device) if executor.in_process else f"the {executor.name} executor"
     if not todo:
@@ -253,6 +288,8 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     else:
         echo(f"{suite.name}: {len(cells) - len(todo)} of {len(cells)} cells done; running {len(todo)} on {where}")
     job = Job(suite, root.resolve(), run_dir.resolve(), device)
+    if force:
+        forget_victims(job, [cell for cell, _ in todo])
     try:
         if todo:
             with progress(total=len(todo), desc="cells", unit="cell", leave=True) as bar:
@@ -290,6 +327,17 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
         except Exception as failure:  # the results are safe on disk; `msbench report` can retry
             echo(f"warning: report not rendered ({type(failure).__name__}: {failure}); results are in {run_dir}")
     return results_frame(records)
+
+
+def forget_victims(job: Job, cells: list[Cell]) -> None:
+    """Delete the cached victims of ``cells`` (every link of their chains) from the run directory
+    and from this process's memory, so that they are trained again."""
+    for cell in cells:
+        chain = job.suite.chain(cell.defense)
+        for length in range(1, len(chain) + 1):
+            key = victim_key(job.suite, cell.dataset, cell.arch, chain[:length], cell.seed)
+            (job.run_dir / "victims" / f"{key}.pt").unlink(missing_ok=True)
+    forget_workspaces(job)
 
 
 def summary(frame: pd.DataFrame) -> str:

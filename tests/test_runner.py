@@ -123,3 +123,21 @@ def test_benign_matching_picks_the_strongest_setting_within_tolerance(tmp_path, 
     val = ws.splits("mnist").val
     assert tuned["base_val_acc"] - accuracy(predict_labels(victim, val.images), val.labels) > 5.0
     sys.modules.pop("constant_defense", None)
+
+
+def test_force_recomputes_every_cell_and_retrains_the_victim(tmp_path, mnist_root, monkeypatch, one_thread):
+    from msbench.cli import build_parser
+
+    suite = tiny_suite(tmp_path, run={"train_subset": 200, "test_subset": 100}, victim={"epochs": 1})
+    out = tmp_path / "run"
+    msbench.run_suite(suite, data_root=mnist_root, out=out, report=False)
+    trained = []
+    real_fit = Vanilla.fit
+    monkeypatch.setattr(Vanilla, "fit", lambda self, victim, ctx: (trained.append(1), real_fit(self, victim, ctx))[1])
+    lines: list[str] = []
+    msbench.run_suite(suite, data_root=mnist_root, out=out, report=False, echo=lines.append)
+    assert "nothing to recompute" in lines[0] and not trained
+    lines.clear()
+    frame = msbench.run_suite(suite, data_root=mnist_root, out=out, report=False, echo=lines.append, force=True)
+    assert "0 of 2 cells done; running 2" in lines[0] and trained == [1] and (frame.status == "ok").all()
+    assert build_parser().parse_args(["run", "suite.toml", "--force"]).force

@@ -12,23 +12,25 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-from msbench.data import ImageData
+from msbench.data import UnlabeledImages
 from msbench.oracle import Oracle
+from msbench.seeds import build_seeded, derive_seed
 from msbench.training import Recipe
 
 
 @dataclass
 class AttackContext:
-    """What an attack may use. ``query_data`` is the surrogate set (KnockoffNets), ``seed_data``
-    a sample of the victim's training set (JBDA's seeds); neither carries the victim's labels
-    for the attacker to use: labels come from the oracle."""
+    """What an attack may use. ``query_data`` is the surrogate set (KnockoffNets; offered to an
+    attack that declares the ``"surrogate"`` role), ``seed_data`` the victim's training images
+    (JBDA's seeds). Both are ``UnlabeledImages``, copies without labels: an attack's labels come
+    from the oracle."""
 
-    query_data: Callable[[], ImageData]
-    seed_data: Callable[[], ImageData]
+    query_data: Callable[[], UnlabeledImages]
+    seed_data: Callable[[], UnlabeledImages]
     make_clone: Callable[[], nn.Module]
     recipe: Recipe
     device: torch.device
-    seed: int
+    seed: int  # the attack's own stream: derived from the cell's seed, it reveals none of the defender's
     num_classes: int
     report: Callable[[int, nn.Module], None] = lambda queries, clone: None
     notes: dict[str, Any] = field(default_factory=dict)  # free-form facts for the record ("stopped early")
@@ -38,6 +40,15 @@ class AttackContext:
     defense: str = ""
     input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the victim's queries (DFME's generator)
     defense_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def seed_for(self, purpose: str) -> int:
+        """The seed of one random stream of the attack (``"knockoff.queries"``)."""
+        return derive_seed(self.seed, purpose)
+
+    def new_clone(self, purpose: str = "clone") -> nn.Module:
+        """A fresh clone initialised from the ``purpose`` stream alone; the same purpose gives the
+        same initial weights (KnockoffNets' budget-curve clones all start like its final clone)."""
+        return build_seeded(self.make_clone, self.seed_for(purpose))
 
 
 class Attack:

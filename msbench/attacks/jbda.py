@@ -139,13 +139,13 @@ class JBDA(Attack):
             raise ValueError("JBDA has no seed to query: empty training set or no budget")
         answers = oracle_targets(oracle, points, ctx.device)
 
-        clone = ctx.make_clone()
+        clone = ctx.new_clone()
         step = pixel_step(clone, config.step, config.step_units)
         recipe = ctx.recipe.with_(epochs=config.epochs_per_round)
         last_round = False
         for round_ in range(1, config.rounds + 1):
             fit(clone, points, training_targets(answers, oracle.label_mode), recipe, device=ctx.device,
-                seed=ctx.seed + round_, desc=f"jbda round {round_}/{config.rounds} ({len(points)} points)")
+                seed=ctx.seed_for(f"jbda.train.round{round_}"), desc=f"jbda round {round_}/{config.rounds} ({len(points)} points)")
             ctx.report(oracle.queries, clone)
             if round_ == config.rounds or last_round:
                 break

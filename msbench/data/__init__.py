@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Any
 
 from msbench.data import builtin  # noqa: F401  (registers the built-in datasets)
-from msbench.data.base import DatasetSpec, ImageData, MissingDataError, conform, default_data_root
+from msbench.data.base import DatasetSpec, ImageData, MissingDataError, UnlabeledImages, conform, default_data_root
 from msbench.data.files import load_idx, load_npz
 from msbench.registry import DATASETS
 
-__all__ = ["DatasetSpec", "ImageData", "MissingDataError", "conform", "default_data_root",
+__all__ = ["DatasetSpec", "ImageData", "MissingDataError", "UnlabeledImages", "conform", "default_data_root",
            "load_idx", "load_npz", "file_dataset", "load_split", "ROLES"]
 
 ROLES = ("ood", "hash", "surrogate")

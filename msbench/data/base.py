@@ -68,6 +68,34 @@ class ImageData:
             stop = start + batch_size
             yield self.floats(slice(start, stop), device), self.labels[start:stop].to(device)
 
+    def unlabeled(self) -> "UnlabeledImages":
+        """A copy of the images without labels: what an attack is handed (its labels come from the
+        oracle). A copy, so that an attack writing into it cannot change the data later cells use."""
+        return UnlabeledImages(self.images.clone(), self.name)
+
+
+@dataclass(frozen=True)
+class UnlabeledImages:
+    """Images (N, C, H, W) uint8 and nothing else: an attack's query and seed sets."""
+
+    images: torch.Tensor
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def floats(self, index: slice | torch.Tensor | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        images = self.images if index is None else self.images[index]
+        return images.to(device).float().div_(255.0)
+
 
 def conform(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """Bring uint8 images to (C, H, W): grey <-> colour and bilinear resizing.

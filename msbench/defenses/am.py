@@ -23,7 +23,6 @@ from msbench.registry import register_defense
 from msbench.training import Recipe, augment_batch, cycle_batches, descend, make_optimizer, predict_labels
 
 IMPLEMENTATIONS = ("fast", "reference")
-MISINFO_SEED_OFFSET = 104729  # F^'s initialisation differs from the victim's own
 
 
 def outlier_exposure_loss(logits_in: torch.Tensor, labels: torch.Tensor, logits_out: torch.Tensor,
@@ -40,13 +39,14 @@ def misinformation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 def train_with_outliers(model: nn.Module, data: ImageData, targets: torch.Tensor, outliers: ImageData,
                         outlier_targets: torch.Tensor | None, loss: Callable[..., torch.Tensor], recipe: Recipe,
-                        ctx: VictimContext, outlier_batch: int | None, desc: str) -> None:
+                        ctx: VictimContext, outlier_batch: int | None, desc: str, stream: str) -> None:
     """AM's training loop: each step one forward of an ID batch concatenated with an outlier batch.
 
     ``loss(logits_in, targets_in, logits_out, targets_out)``; an epoch is one pass over ``data``.
+    ``stream`` names the random stream of the shuffles and augmentation (``ctx.seed_for``).
     """
     device = ctx.device
-    generator = torch.Generator().manual_seed(ctx.seed)
+    generator = torch.Generator().manual_seed(ctx.seed_for(stream))
     model.to(device).train()
     optimizer, scheduler = make_optimizer(model.parameters(), recipe)
     stream = cycle_batches(len(outliers), outlier_batch or recipe.batch_size, generator)
@@ -90,13 +90,13 @@ class OutlierExposure(TrainingDefense):
         return None
 
     def build(self, ctx: VictimContext) -> nn.Module:
-        return Softmax(ctx.make_model())
+        return Softmax(ctx.new_model("victim"))
 
     def fit(self, victim: nn.Module, ctx: VictimContext) -> None:
         weight = self.config.lambda_oe
         train_with_outliers(victim.model, ctx.train, ctx.train.labels, ctx.role("ood"), None,
                             lambda z_in, y_in, z_out, _: outlier_exposure_loss(z_in, y_in, z_out, weight),
-                            ctx.recipe, ctx, self.config.oe_batch_size, f"oe {ctx.spec.name}/{ctx.arch}")
+                            ctx.recipe, ctx, self.config.oe_batch_size, f"oe {ctx.spec.name}/{ctx.arch}", "oe.train")
 
 
 class AMVictim(nn.Module):
@@ -158,9 +158,7 @@ class AdaptiveMisinformation(OutputDefense):
         return None
 
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed + MISINFO_SEED_OFFSET)
-            misinfo = ctx.make_model()
+        misinfo = ctx.new_model("am.misinformation")  # F^'s initialisation is independent of the victim's
         c = self.config
         return AMVictim(base, misinfo, c.tau, c.nu, c.implementation)
 
@@ -174,4 +172,4 @@ class AdaptiveMisinformation(OutputDefense):
                                   momentum=c.misinfo_momentum, weight_decay=c.misinfo_weight_decay)
         train_with_outliers(defended.misinfo, ctx.train, ctx.train.labels, outliers, outlier_labels,
                             lambda z_in, y_in, z_out, y_out: misinformation_loss(torch.cat([z_in, z_out]), torch.cat([y_in, y_out])),
-                            recipe, ctx, None, f"am misinformation {ctx.spec.name}/{ctx.arch}")
+                            recipe, ctx, None, f"am misinformation {ctx.spec.name}/{ctx.arch}", "am.misinformation.train")

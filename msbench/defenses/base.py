@@ -21,12 +21,18 @@ import torch
 from torch import nn
 
 from msbench.data import DatasetSpec, ImageData
+from msbench.seeds import build_seeded, derive_seed
 from msbench.training import Recipe
 
 
 @dataclass
 class VictimContext:
-    """Everything a defense may use to build and train its victim on one (dataset, arch, seed)."""
+    """Everything a defense may use to build and train its victim on one (dataset, arch, seed).
+
+    ``seed`` is the cell's seed; every random stream of the defense derives its own seed from it
+    with ``seed_for(purpose)``, and every model it makes comes from ``new_model(purpose)``, so
+    that the victim, a surrogate and an auxiliary model never share an initialisation.
+    """
 
     spec: DatasetSpec
     arch: str
@@ -39,10 +45,21 @@ class VictimContext:
     make_model: Callable[[], nn.Module] = lambda: nn.Identity()  # a fresh classifier returning logits
     augment: str = "none"
 
+    def seed_for(self, purpose: str) -> int:
+        """The seed of one random stream of this victim (``"ini.train"``: InI's shuffles)."""
+        return derive_seed(self.seed, purpose)
+
+    def new_model(self, purpose: str) -> nn.Module:
+        """A fresh classifier initialised from the ``purpose`` stream alone: ``"victim"`` is the
+        victim's own initialisation (shared by the training defenses, so Vanilla and InI start
+        alike); a surrogate or auxiliary model names its own purpose (``"ini.surrogate"``)."""
+        return build_seeded(self.make_model, self.seed_for(purpose))
+
     def role(self, name: str) -> ImageData:
         """The role dataset (``ood``, ``hash``), conformed to the victim's input shape."""
         if name not in self.roles:
-            raise KeyError(f"no '{name}' dataset is configured for {self.spec.name}")
+            raise KeyError(f"no '{name}' dataset for {self.spec.name}: the defense must declare it in its `roles` "
+                           "and the suite or the dataset must name one")
         return self.roles[name]()
 
 

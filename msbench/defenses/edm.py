@@ -51,6 +51,7 @@ from msbench.defenses.base import TrainingDefense, VictimContext
 from msbench.models import Normalize
 from msbench.progress import progress
 from msbench.registry import register_defense
+from msbench.seeds import build_seeded
 from msbench.training import augment_batch, cycle_batches, descend, fit, make_optimizer
 
 IMPLEMENTATIONS = ("fast", "reference")
@@ -199,8 +200,9 @@ class EDM(TrainingDefense):
 
     def build(self, ctx: VictimContext) -> nn.Module:
         cfg = self.config
-        members = [ctx.make_model() for _ in range(cfg.members)]
-        return EDMVictim(members, HashNet(ctx.spec.shape, cfg.hash_classes), cfg.hash_M, cfg.hash_m, cfg.implementation)
+        members = [ctx.new_model(f"edm.member{i}") for i in range(cfg.members)]  # each its own initialisation
+        hasher = build_seeded(lambda: HashNet(ctx.spec.shape, cfg.hash_classes), ctx.seed_for("edm.hasher"))
+        return EDMVictim(members, hasher, cfg.hash_M, cfg.hash_m, cfg.implementation)
 
     def fit(self, victim: nn.Module, ctx: VictimContext) -> None:
         self.fit_hash(victim.hasher, ctx.role("hash"), ctx)
@@ -213,7 +215,7 @@ class EDM(TrainingDefense):
                              f"{self.config.hash_classes}")
         hasher.set_statistics(data.images)
         epochs = ctx.recipe.epochs if self.config.hash_epochs is None else self.config.hash_epochs
-        fit(hasher, data.images, data.labels, ctx.recipe.with_(epochs=epochs), device=ctx.device, seed=ctx.seed,
+        fit(hasher, data.images, data.labels, ctx.recipe.with_(epochs=epochs), device=ctx.device, seed=ctx.seed_for("edm.hasher.train"),
             augment="none", desc=f"edm hash {ctx.spec.name}")
 
     def step(self, victim: EDMVictim, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -230,7 +232,7 @@ class EDM(TrainingDefense):
     def fit_members(self, victim: EDMVictim, train: ImageData, ood: ImageData, ctx: VictimContext) -> None:
         recipe = ctx.recipe
         victim.members.to(ctx.device).train()
-        generator = torch.Generator().manual_seed(ctx.seed)
+        generator = torch.Generator().manual_seed(ctx.seed_for("edm.members.train"))
         optimizer, scheduler = make_optimizer(list(chain.from_iterable(m.parameters() for m in victim.members)), recipe)
         ood_batches = cycle_batches(len(ood), recipe.batch_size, generator)
         n = len(train)

@@ -167,4 +167,4 @@ class GRAD2(OutputDefense):
 
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
         c = self.config
-        return GRAD2Victim(base, random_surrogate(ctx), c.epsilon, c.target, c.implementation)
+        return GRAD2Victim(base, random_surrogate(ctx, "grad2.surrogate"), c.epsilon, c.target, c.implementation)

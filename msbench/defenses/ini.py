@@ -1,7 +1,8 @@
 """InI, Isolation and Induction (ACM MM 2023): train the victim against a fixed surrogate clone.
 
 The defender keeps a randomly initialised, frozen clone C of the victim's architecture (eval mode;
-the paper's main results use an untrained surrogate, Appendix C) and trains the victim V with
+the paper's main results use an untrained surrogate, Appendix C), initialised independently of V
+and of any attacker's clone (its own random stream, ``"ini.surrogate"``) and trains the victim V with
 objectives about what an attacker distilling V into C would learn:
 
 - **benign**: L_ben = CE(V(x), y) on in-distribution data.
@@ -164,7 +165,7 @@ class InI(TrainingDefense):
         return self.config.variant == "official"
 
     def build(self, ctx: VictimContext) -> nn.Module:
-        return Softmax(ctx.make_model())
+        return Softmax(ctx.new_model("victim"))
 
     # -- one step ---------------------------------------------------------------------------
     def objectives(self, victim: nn.Module, clone: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -260,10 +261,10 @@ class InI(TrainingDefense):
     # -- training ---------------------------------------------------------------------------
     def fit(self, victim: nn.Module, ctx: VictimContext) -> None:
         model = victim.model.to(ctx.device).train()
-        clone = ctx.make_model().to(ctx.device).eval()  # fixed, randomly initialised surrogate
+        clone = ctx.new_model("ini.surrogate").to(ctx.device).eval()  # fixed surrogate C, initialised independently of V
         ood = ctx.role("ood")
         recipe = ctx.recipe
-        generator = torch.Generator().manual_seed(ctx.seed)
+        generator = torch.Generator().manual_seed(ctx.seed_for("ini.train"))
         optimizer, scheduler = make_optimizer(model.parameters(), recipe)
         ood_batches = cycle_batches(len(ood), recipe.batch_size, generator)
         n = len(ctx.train)

@@ -36,7 +36,6 @@ IMPLEMENTATIONS = ("fast", "reference")
 EXHAUSTIVE_MAX_CLASSES = 10  # up to this K, MAD-argmax scores all 2^(K-1) sets containing k1
 GREEDY_MAX_CANDIDATES = 1024  # beyond it, the greedy search stops after this many scored sets
 TOP1_BONUS = 1e-5  # added at k1 before normalising a set, so y* keeps k1 as its strict top-1
-SURROGATE_SEED_OFFSET = 7919  # the surrogate's initialisation differs from the victim's own
 
 
 def mix(y: torch.Tensor, ystar: torch.Tensor, epsilon: float) -> torch.Tensor:
@@ -248,12 +247,11 @@ class MADVictim(nn.Module):
         return mix(y, self.targets(x, y), self.epsilon)
 
 
-def random_surrogate(ctx: VictimContext) -> nn.Module:
+def random_surrogate(ctx: VictimContext, purpose: str) -> nn.Module:
     """The defender's stand-in for the attacker's model: a randomly initialised, frozen model of the
-    victim's architecture in eval mode (MAD's and GRAD^2's surrogate), initialised apart from the victim."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.seed + SURROGATE_SEED_OFFSET)
-        surrogate = ctx.make_model()
+    victim's architecture in eval mode (MAD's and GRAD^2's surrogate), drawn from its own random
+    stream ``purpose``, so it is independent of the victim's initialisation."""
+    surrogate = ctx.new_model(purpose)
     for parameter in surrogate.parameters():
         parameter.requires_grad_(False)
     return surrogate.eval()
@@ -285,6 +283,6 @@ class MAD(OutputDefense):
         return None
 
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
-        surrogate = random_surrogate(ctx)
+        surrogate = random_surrogate(ctx, "mad.surrogate")
         c = self.config
         return MADVictim(base, surrogate, c.epsilon, c.strategy, c.objective, c.implementation)

@@ -15,8 +15,8 @@ class Vanilla(TrainingDefense):
     label, color, paper_order = "Vanilla", "#999999", 0
 
     def build(self, ctx: VictimContext) -> nn.Module:
-        return Softmax(ctx.make_model())
+        return Softmax(ctx.new_model("victim"))
 
     def fit(self, victim: nn.Module, ctx: VictimContext) -> None:
-        fit(victim.model, ctx.train.images, ctx.train.labels, ctx.recipe, device=ctx.device, seed=ctx.seed,
+        fit(victim.model, ctx.train.images, ctx.train.labels, ctx.recipe, device=ctx.device, seed=ctx.seed_for("vanilla.train"),
             augment=ctx.augment, desc=f"vanilla {ctx.spec.name}/{ctx.arch}")

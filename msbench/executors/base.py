@@ -51,6 +51,12 @@ def workspace(job: Job) -> "Workspace":
     return _WORKSPACES[key]
 
 
+def forget_workspaces(job: Job) -> None:
+    """Drop this process's workspaces of ``job``, with the victims they loaded (``run --force``)."""
+    for key in [k for k in _WORKSPACES if k.startswith(f"{job.key}/")]:
+        del _WORKSPACES[key]
+
+
 def record_of(ws: "Workspace", cell: Cell, cell_id: str) -> dict[str, Any]:
     """A cell's record; a failure is a record too (status "failed", the error and its traceback)."""
     try:

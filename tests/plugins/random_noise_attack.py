@@ -24,9 +24,10 @@ class UniformNoise(Attack):
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
         count = min(self.config.budget, oracle.remaining)
         shape = ctx.seed_data().shape  # the victim's input shape; its images are not used
-        queries = torch.rand((count, *shape), generator=torch.Generator().manual_seed(ctx.seed))
+        queries = torch.rand((count, *shape), generator=torch.Generator().manual_seed(ctx.seed_for("noise.queries")))
         targets = training_targets(oracle_targets(oracle, queries, ctx.device), oracle.label_mode)
-        clone = fit(ctx.make_clone(), queries, targets, ctx.recipe, device=ctx.device, seed=ctx.seed, desc="noise clone")
+        clone = fit(ctx.new_clone(), queries, targets, ctx.recipe, device=ctx.device, seed=ctx.seed_for("noise.train"),
+                    desc="noise clone")
         ctx.report(count, clone)
         ctx.notes["queries_from"] = "uniform noise"
         return clone

@@ -1,0 +1,97 @@
+"""Independent random streams: no two models of a cell start alike, and a seed still reproduces."""
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+
+import torch
+
+import msbench
+import msbench.runner
+from msbench.attacks.base import AttackContext
+from msbench.defenses.base import VictimContext
+from msbench.seeds import derive_seed
+from tests.conftest import tiny_suite
+
+WHO = {("msbench.defenses.ini", "build"): "victim", ("msbench.defenses.ini", "fit"): "ini surrogate",
+       ("msbench.attacks.knockoff", "run"): "clone"}
+
+
+def spy_on_models(monkeypatch) -> dict[str, list[dict[str, torch.Tensor]]]:
+    """Initial parameters of every model the runner's factories build, by who asked for it."""
+    built: dict[str, list[dict[str, torch.Tensor]]] = {}
+    real = msbench.runner.build_model
+
+    def recording(*args, **kwargs):
+        model = real(*args, **kwargs)
+        caller = next(WHO[key] for frame in inspect.stack()
+                      if (key := (frame.frame.f_globals.get("__name__"), frame.function)) in WHO)
+        built.setdefault(caller, []).append({k: v.detach().clone() for k, v in model.named_parameters()})
+        return model
+
+    monkeypatch.setattr(msbench.runner, "build_model", recording)
+    return built
+
+
+def ini_suite(tmp_path, file="ini.toml"):
+    return tiny_suite(tmp_path, file, matrix={"defenses": ["ini"], "label_modes": ["soft"], "seeds": [3]},
+                      run={"train_subset": 200, "test_subset": 100}, victim={"epochs": 1}, attacks={"knockoff": {"budget": 100}},
+                      datasets={"mnist": {"surrogate": "emnist-letters", "ood": "fashionmnist"}})
+
+
+def differ_everywhere(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_victim_ini_surrogate_and_clone_start_apart_and_the_seed_reproduces(tmp_path, mnist_root, monkeypatch, one_thread):
+    built = spy_on_models(monkeypatch)
+    seeds: list[int] = []
+    real_run = msbench.attacks.knockoff.KnockoffNets.run
+    monkeypatch.setattr(msbench.attacks.knockoff.KnockoffNets, "run", lambda self, o, ctx: (seeds.append(ctx.seed), real_run(self, o, ctx))[1])
+    first = msbench.run_suite(ini_suite(tmp_path), data_root=mnist_root, out=tmp_path / "a", report=False)
+    assert (first.status == "ok").all(), first.error.tolist()
+    assert {k: len(v) for k, v in built.items()} == {"victim": 1, "ini surrogate": 1, "clone": 1}
+    victim, surrogate, clone = built["victim"][0], built["ini surrogate"][0], built["clone"][0]
+    assert differ_everywhere(victim, surrogate) and differ_everywhere(victim, clone) and differ_everywhere(surrogate, clone)
+    assert seeds[0] != 3  # the attack is not handed the cell seed the defender's streams derive from
+
+    before = {k: [dict(s) for s in v] for k, v in built.items()}
+    built.clear()
+    torch.rand(12345)  # whatever was drawn before, the same cell seed gives the same run
+    second = msbench.run_suite(ini_suite(tmp_path), data_root=mnist_root, out=tmp_path / "b", report=False)
+    for who, states in before.items():
+        assert all(torch.equal(states[0][k], built[who][0][k]) for k in states[0]), who
+    [a], [b] = (list((tmp_path / run / "victims").glob("*.pt")) for run in ("a", "b"))
+    state_a, state_b = (torch.load(p, weights_only=True)["state"] for p in (a, b))
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert first.clone_acc.tolist() == second.clone_acc.tolist() and first.fidelity.tolist() == second.fidelity.tolist()
+
+
+def test_every_stream_of_a_run_has_its_own_seed(tmp_path, mnist_root, monkeypatch, one_thread):
+    """The (seed, purpose) pairs a real run asks for map to distinct seeds, for many cell seeds."""
+    asked: set[tuple[int, str]] = set()
+    for owner in (VictimContext, AttackContext):
+        real = owner.seed_for
+        monkeypatch.setattr(owner, "seed_for", lambda self, purpose, real=real: (asked.add((self.seed, purpose)), real(self, purpose))[1])
+    real_derive = msbench.runner.derive_seed
+    monkeypatch.setattr(msbench.runner, "derive_seed", lambda seed, purpose: (asked.add((seed, purpose)), real_derive(seed, purpose))[1])
+    suite = tiny_suite(tmp_path, matrix={"defenses": ["ini", "mad"], "attacks": ["knockoff", "jbda"], "label_modes": ["soft"]},
+                       run={"train_subset": 100, "test_subset": 50}, victim={"epochs": 1},
+                       attacks={"knockoff": {"budget": 50}, "jbda": {"seeds": 10, "rounds": 2, "epochs_per_round": 1}},
+                       datasets={"mnist": {"surrogate": "emnist-letters", "ood": "fashionmnist"}})
+    frame = msbench.run_suite(suite, data_root=mnist_root, out=tmp_path / "run", report=False)
+    assert (frame.status == "ok").all(), frame.error.tolist()
+    purposes = {purpose for _, purpose in asked}
+    assert {"victim", "ini.surrogate", "mad.surrogate", "ini.train", "vanilla.train", "attack", "clone",
+            "knockoff.queries"} <= purposes
+    pairs = asked | {(seed, purpose) for seed in range(50) for purpose in purposes}
+    assert len({derive_seed(seed, purpose) for seed, purpose in pairs}) == len(pairs)
+
+
+def test_derived_seeds_are_the_same_in_every_process():
+    code = "from msbench.seeds import derive_seed; print(derive_seed(7, 'ini.surrogate'))"
+    outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": salt}).stdout.strip() for salt in ("1", "2")}
+    assert outputs == {str(derive_seed(7, "ini.surrogate"))}
