@@ -40,6 +40,8 @@ class Attack:
 
     registered_name: ClassVar[str] = ""
     roles: ClassVar[tuple[str, ...]] = ()  # role datasets it queries with: "surrogate"
+    spends_budget: ClassVar[bool] = False  # True: asks exactly ``budget`` queries whenever its query data allows
+    contract_settings: ClassVar[dict[str, Any]] = {}  # [attacks.NAME] values for tests/test_contracts.py (test size)
 
     @dataclass
     class Config:

@@ -21,6 +21,7 @@ class KnockoffNets(Attack):
     """
 
     roles = ("surrogate",)
+    spends_budget = True  # min(budget, surrogate set size) queries
 
     @dataclass
     class Config:

@@ -52,6 +52,7 @@ class Defense:
     kind: ClassVar[str] = "training"
     registered_name: ClassVar[str] = ""
     roles: ClassVar[tuple[str, ...]] = ()  # role datasets it trains on: "ood", "hash"
+    contract_settings: ClassVar[dict[str, Any]] = {}  # [defenses.NAME] values for tests/test_contracts.py (test size)
 
     @dataclass
     class Config:
