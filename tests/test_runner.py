@@ -8,7 +8,7 @@ import pytest
 
 import msbench
 from msbench.defenses.vanilla import Vanilla
-from tests.conftest import tiny_suite
+from tests.conftest import synthetic_suite, tiny_suite
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 
@@ -123,3 +123,11 @@ def test_benign_matching_picks_the_strongest_setting_within_tolerance(tmp_path, 
     val = ws.splits("mnist").val
     assert tuned["base_val_acc"] - accuracy(predict_labels(victim, val.images), val.labels) > 5.0
     sys.modules.pop("constant_defense", None)
+
+
+def test_synthetic_suite_runs_end_to_end_without_shared_data(tmp_path, one_thread):
+    """The learnable synthetic data of conftest.synthetic_suite: file datasets, no data root needed."""
+    frame = msbench.run_suite(synthetic_suite(tmp_path), data_root=tmp_path / "no-data", out=tmp_path / "run",
+                              echo=lambda *_: None, report=False)
+    assert list(frame.status) == ["ok", "ok"] and (frame.queries == 300).all()
+    assert (frame.benign_acc > 80).all() and (frame.clone_acc > 50).all()  # chance is 10%
