@@ -257,4 +257,5 @@ def test_synthetic_data_is_learnable_and_its_roles_differ(bench):
     assert info["benign_acc"] > 80
     for role in ("ood", "surrogate"):
         data = bench.workspace.role_data(DATASET, role)
-        assert accuracy(predict_labels(victim, data.images), data.labels) < 2 * CHANCE, role
+        agreement = accuracy(predict_labels(victim, data.images), data.labels)
+        assert agreement < 2 * CHANCE, f"the victim agrees with the {role} set's labels on {agreement:.1f}%"
