@@ -150,7 +150,10 @@ class Workspace:
         answers = []
         for value in (grid[0], grid[-1]):
             setattr(module, name, value)
-            with torch.random.fork_rng(devices=[]):  # a stochastic defense draws the same noise both times
+            for part in module.modules():  # a stochastic defense draws the same noise both times
+                if callable(getattr(part, "restart_randomness", None)):
+                    part.restart_randomness()
+            with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 answers.append(module(x))
         if torch.equal(*answers):

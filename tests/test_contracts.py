@@ -88,7 +88,13 @@ def bench(tmp_path_factory) -> Iterator[Bench]:
 
 
 def answers(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The module's answers with the random stream fixed, so a stochastic defense is compared with itself."""
+    """The module's answers from a fixed random state, so a stochastic defense is compared with itself:
+    torch's global stream seeded, and every ``restart_randomness()`` hook of a wrapper with its own
+    generator called (docs/plugins.md)."""
+    for part in module.modules():
+        restart = getattr(part, "restart_randomness", None)
+        if callable(restart):
+            restart()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return module(x)
