@@ -42,6 +42,7 @@ class Attack:
     roles: ClassVar[tuple[str, ...]] = ()  # role datasets it queries with: "surrogate"
     spends_budget: ClassVar[bool] = False  # True: asks exactly ``budget`` queries whenever its query data allows
     contract_settings: ClassVar[dict[str, Any]] = {}  # [attacks.NAME] values for tests/test_contracts.py (test size)
+    learns_at_test_size: ClassVar[bool] = True  # False: needs paper-scale budgets to learn (the contract checks its budget only)
 
     @dataclass
     class Config:
