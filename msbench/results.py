@@ -65,8 +65,14 @@ def write_tables(run_dir: Path, records: list[dict[str, Any]]) -> None:
     write_atomic(Path(run_dir) / "curves.csv", curves_frame(records).to_csv(index=False))
 
 
-def load_results(run_dir: str | Path, table: str = "results") -> pd.DataFrame:
-    """A run's table (``results``, ``curves`` or ``timing``) as a DataFrame."""
+def load_results(run_dir: str | Path | list, table: str = "results") -> pd.DataFrame:
+    """A run's table (``results``, ``curves`` or ``timing``) as a DataFrame; ``worst_case``: the
+    report's verdict (per defense x dataset x arch, the strongest attack setting of the run), computed
+    from the tables by ``msbench.report.verdict.worst_case`` (several run directories are combined)."""
+    if table == "worst_case":
+        from msbench.report.data import load_runs
+        from msbench.report.verdict import worst_case
+        return worst_case(load_runs(run_dir))
     path = Path(run_dir) / f"{table}.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such table (has the suite been run with --out {run_dir}?)")

@@ -45,8 +45,11 @@ class Attack:
     has a query ``budget``."""
 
     registered_name: ClassVar[str] = ""
-    label: ClassVar[str] = ""  # the name reports print
-    roles: ClassVar[tuple[str, ...]] = ()  # role datasets it queries with: "surrogate"
+    roles: ClassVar[tuple[str, ...]] = ()  # role datasets it queries with: "surrogate" (a pool attack)
+    # How reports show it (read from the registry by name; defaults: the registry name, after the paper's):
+    label: ClassVar[str] = ""  # display name, e.g. "KnockoffNets"; "" = the registry name
+    color: ClassVar[str | None] = None  # fixed colour where a figure colours attacks
+    paper_order: ClassVar[int | None] = None  # position in the InI paper's tables; None = not the paper's
     spends_budget: ClassVar[bool] = False  # True: asks exactly ``budget`` queries whenever its query data allows
     contract_settings: ClassVar[dict[str, Any]] = {}  # [attacks.NAME] values for tests/test_contracts.py (test size)
     learns_at_test_size: ClassVar[bool] = True  # False: needs paper-scale budgets to learn (the contract checks its budget only)

@@ -72,6 +72,8 @@ def train_with_outliers(model: nn.Module, data: ImageData, targets: torch.Tensor
 class OutlierExposure(TrainingDefense):
     """Outlier exposure (AM's victim): cross-entropy plus a pull towards uniform answers on OOD data."""
 
+    label = "OE"
+
     roles = ("ood",)
 
     @dataclass
@@ -131,6 +133,7 @@ class AdaptiveMisinformation(OutputDefense):
     default_base = "oe"
     roles = ("ood",)
     tunable = "tau"
+    label, color, paper_order, color_over_base = "AM", "#56B4E9", 2, "#CC79A7"
     tunable_grid = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # strong to weak
 
     @dataclass

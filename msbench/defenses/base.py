@@ -52,6 +52,11 @@ class Defense:
     kind: ClassVar[str] = "training"
     registered_name: ClassVar[str] = ""
     roles: ClassVar[tuple[str, ...]] = ()  # role datasets it trains on: "ood", "hash"
+    # How reports show it (read from the registry by name; a defense without them shows its
+    # registry name, a colour from a colour-blind-safe palette, and sorts after the paper's):
+    label: ClassVar[str] = ""  # display name, e.g. "InI"; "" = the registry name
+    color: ClassVar[str | None] = None  # fixed colour in every figure, e.g. "#D55E00"
+    paper_order: ClassVar[int | None] = None  # position in the InI paper's tables (Vanilla 0); None = not the paper's
     contract_settings: ClassVar[dict[str, Any]] = {}  # [defenses.NAME] values for tests/test_contracts.py (test size)
 
     @dataclass
@@ -87,6 +92,7 @@ class OutputDefense(Defense):
     default_base: ClassVar[str] = "vanilla"
     tunable: ClassVar[str | None] = None
     tunable_grid: ClassVar[tuple[float, ...]] = ()
+    color_over_base: ClassVar[str | None] = None  # colour when stacked on another defense's victim (InI + MAD)
 
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
         raise NotImplementedError

@@ -254,6 +254,7 @@ class MAD(OutputDefense):
 
     default_base = "vanilla"
     tunable = "epsilon"
+    label, color, paper_order, color_over_base = "MAD", "#E69F00", 1, "#0072B2"
     tunable_grid = (2.0, 1.5, 1.0, 0.75, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0)  # strong to weak
 
     @dataclass

@@ -12,6 +12,8 @@ from msbench.training import fit
 class Vanilla(TrainingDefense):
     """Undefended model: cross-entropy training, answers its softmax."""
 
+    label, color, paper_order = "Vanilla", "#999999", 0
+
     def build(self, ctx: VictimContext) -> nn.Module:
         return Softmax(ctx.make_model())
 

@@ -5,8 +5,8 @@
 """
 from __future__ import annotations
 
-from msbench.report.data import PAPER_DEFENSES, load_runs
+from msbench.report.data import load_runs
 from msbench.report.figures import defense_palette, plot_inference_time
 from msbench.report.render import FORMATS, render_report
 
-__all__ = ["render_report", "plot_inference_time", "load_runs", "defense_palette", "PAPER_DEFENSES", "FORMATS"]
+__all__ = ["render_report", "plot_inference_time", "load_runs", "defense_palette", "FORMATS"]

@@ -1,60 +1,130 @@
 """The report's figures, drawn from the run tables with matplotlib's object API (no pyplot state).
 
-Every figure gives each defense one fixed colour (the Okabe-Ito colour-blind-safe palette for the
-paper's defenses, further safe colours for others), so a defense reads the same across figures.
+Every figure is laid out for a paper: a column (3.3 in) when it has one or two dataset panels
+across, the text width (6.9 in) otherwise, with 6.5 to 8 pt text, so it reads at that size.
+Each defense keeps one colour in every figure: its plugin's ``color`` (the paper's defenses use
+the Okabe-Ito colour-blind-safe palette), else the next free colour of a safe list. A victim whose
+benign accuracy collapsed (more than the tolerance below Vanilla's) is marked in every figure:
+hatched bars, ``†`` in the heat map, hollow points in a shaded band, dashed curves.
+Error bars and bands are 95% confidence intervals of the mean over seeds (Student t).
+PDFs embed TrueType (Type 42) fonts, as camera-ready checks require.
 Each function returns None when its table is absent or empty, and the figure is skipped.
 """
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from msbench.report.data import (attack_label, dataset_label, defense_label, in_order, mode_label, order_defenses,
+from msbench.report.data import (DEFENSES, RunTables, _plugin, attack_label, ci95, collapsed_victims, dataset_label,
+                                 defense_label, in_order, mode_label, order_attacks, order_defenses, split_variant,
                                  summarise)
-from msbench.report.tables import fmt_seconds
+from msbench.report.tables import COLLAPSED_MARK, fmt_seconds
 
-PAPER_COLOURS = {"vanilla": "#999999", "mad": "#E69F00", "am": "#56B4E9", "edm": "#009E73", "ini": "#D55E00",
-                 "ini+mad": "#0072B2", "ini+am": "#CC79A7"}
-OTHER_COLOURS = ["#F0E442", "#000000", "#882255", "#44AA99", "#117733", "#332288", "#DDCC77", "#AA4499", "#88CCEE"]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+COLUMN_WIDTH = 3.3  # inches: one column of a two-column paper
+TEXT_WIDTH = 6.9  # inches: both columns
+SPARE_COLOURS = ["#F0E442", "#000000", "#882255", "#44AA99", "#117733", "#332288", "#DDCC77", "#AA4499", "#88CCEE",
+                 "#661100", "#6699CC", "#999933"]
+"""Colours for defenses whose plugin declares none (Tol's colour-blind-safe 'muted' and 'bright' sets)."""
+MARKERS = ["o", "^", "D", "v", "P", "X", "*", "h"]
+"""One shape per attack in the trade-off figure (never the square, which the legend keeps for nothing)."""
+SAVE_RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
+"""TrueType (Type 42) fonts in PDF/PS, not Type 3: camera-ready checks reject Type 3."""
+
+
+def _declared_colour(defense: str) -> str | None:
+    """A single defense's ``color``; a stack (``ini+mad``) takes its outer link's ``color_over_base``."""
+    parts = split_variant(defense)[0].split("+")
+    if len(parts) == 1:
+        return getattr(_plugin(DEFENSES, parts[0]), "color", None)
+    return getattr(_plugin(DEFENSES, parts[-1]), "color_over_base", None)
 
 
 def defense_palette(defenses) -> dict[str, str]:
-    """Fixed colours: the paper's defenses always the same; others in report order from a safe list."""
+    """Fixed colours: each defense its plugin's colour (the paper's always the same); others, and a second
+    run's copy of a defense kept apart, take free colours of a safe list in report order."""
     ordered = order_defenses(defenses)
-    palette, spare = {}, iter(OTHER_COLOURS * (1 + len(ordered) // len(OTHER_COLOURS)))
+    palette: dict[str, str] = {}
     for defense in ordered:
-        palette[defense] = PAPER_COLOURS.get(defense) or next(spare)
+        if not split_variant(defense)[1]:
+            colour = _declared_colour(defense)
+            if colour and colour not in palette.values():
+                palette[defense] = colour
+    spare = [c for c in SPARE_COLOURS if c not in palette.values()]
+    for i, defense in enumerate(d for d in ordered if d not in palette):
+        palette[defense] = spare[i % len(spare)] if spare else SPARE_COLOURS[i % len(SPARE_COLOURS)]
     return palette
 
 
 def _style() -> dict:
-    return {"axes.spines.top": False, "axes.spines.right": False, "font.size": 9, "axes.titlesize": 9,
-            "axes.labelsize": 9, "legend.fontsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8}
+    return {"axes.spines.top": False, "axes.spines.right": False, "font.size": 7.5, "axes.titlesize": 8,
+            "axes.labelsize": 7.5, "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7,
+            "axes.linewidth": 0.6, "grid.linewidth": 0.5, "lines.linewidth": 1.2, "xtick.major.size": 2.5,
+            "ytick.major.size": 2.5, "legend.handlelength": 1.4, "legend.columnspacing": 1.0}
 
 
-def _legend(fig: Figure, defenses: list[str], palette: dict[str, str], extra: list | None = None) -> None:
-    handles = [Line2D([], [], marker="s", linestyle="", markersize=9, color=palette[d], label=defense_label(d)) for d in defenses]
-    fig.legend(handles=handles + (extra or []), loc="upper center", ncol=min(8, len(handles) + len(extra or [])),
-               frameon=False, bbox_to_anchor=(0.5, 1.0))
+def _width(panels_across: int) -> float:
+    return COLUMN_WIDTH if panels_across <= 2 else TEXT_WIDTH
 
 
-def clone_accuracy(results: pd.DataFrame, palette: dict[str, str]) -> Figure | None:
-    """Bars of clone accuracy per defense, grouped by label mode; one panel per (attack, arch) x dataset."""
-    ok = results[results["status"] == "ok"] if not results.empty else results
+def _row_major(handles: list, ncol: int) -> list:
+    """Matplotlib fills a legend column by column; reorder so it reads left to right, row by row."""
+    nrows = math.ceil(len(handles) / ncol)
+    grid = [handles[r * ncol:(r + 1) * ncol] for r in range(nrows)]
+    return [grid[r][c] for c in range(ncol) for r in range(nrows) if c < len(grid[r])]
+
+
+def _legend(fig: Figure, handles: list, ncol: int, loc: str = "outside upper center") -> None:
+    ncol = max(1, min(ncol, len(handles)))
+    fig.legend(handles=_row_major(handles, ncol), loc=loc, ncol=ncol, frameon=False, handletextpad=0.4,
+               borderaxespad=0.2)
+
+
+def _defense_handles(defenses: list[str], palette: dict[str, str]) -> list:
+    return [Patch(facecolor=palette[d], edgecolor="#333333", linewidth=0.4, label=defense_label(d)) for d in defenses]
+
+
+def _ncol(width: float) -> int:
+    return 4 if width <= COLUMN_WIDTH else 7
+
+
+def _ok(results: pd.DataFrame) -> pd.DataFrame:
+    return results[results["status"] == "ok"] if not results.empty else results
+
+
+def _mean_ci(values) -> tuple[float, float]:
+    values = pd.Series(values, dtype=float).dropna()
+    return (float(values.mean()) if len(values) else float("nan")), ci95(values)
+
+
+def _collapsed_note(collapsed: set, tolerance: float) -> str:
+    """The legend entry of the collapse mark (the report's captions say what it means in full)."""
+    return f"collapsed {COLLAPSED_MARK}" if collapsed else ""
+
+
+def clone_accuracy(results: pd.DataFrame, palette: dict[str, str], collapsed: set = frozenset(),
+                   tolerance: float = 1.0) -> Figure | None:
+    """Bars of clone accuracy per defense (95% CI over seeds), grouped by label mode; one panel per
+    (attack, arch) x dataset. A collapsed victim's bar is hatched."""
+    ok = _ok(results)
     if ok.empty:
         return None
     datasets = in_order(ok["dataset"])
-    panels = in_order(zip(ok["attack"], ok["arch"]))
+    attacks = order_attacks(ok["attack"])
+    panels = sorted(in_order(zip(ok["attack"], ok["arch"])), key=lambda p: attacks.index(p[0]))
     defenses = order_defenses(ok["defense"])
-    with sns.axes_style("whitegrid", _style()):
-        fig = Figure(figsize=(max(4.0, 3.2 * len(datasets)), 2.8 * len(panels) + 0.6), layout="constrained")
+    width = _width(len(datasets))
+    with sns.axes_style("whitegrid", _style()), matplotlib.rc_context(_style()):
+        fig = Figure(figsize=(width, 1.45 * len(panels) + 0.7), layout="constrained")
         axes = fig.subplots(len(panels), len(datasets), squeeze=False, sharey=True)
         for i, (attack, arch) in enumerate(panels):
             for j, dataset in enumerate(datasets):
@@ -64,46 +134,77 @@ def clone_accuracy(results: pd.DataFrame, palette: dict[str, str]) -> Figure | N
                     ax.set_axis_off()
                     continue
                 present = [d for d in defenses if d in set(frame["defense"])]
-                sns.barplot(frame, x="label_mode", y="clone_acc", hue="defense", hue_order=present,
-                            order=in_order(frame["label_mode"]), palette=palette, errorbar="sd", ax=ax,
-                            legend=False, err_kws={"linewidth": 1}, capsize=0.1, saturation=1)
-                ax.set_xticks(ax.get_xticks(), [mode_label(t.get_text()) for t in ax.get_xticklabels()])
+                modes = in_order(frame["label_mode"])
+                bar = 0.8 / len(present)
+                for k, defense in enumerate(present):
+                    stats = [_mean_ci(frame[(frame["defense"] == defense) & (frame["label_mode"] == m)]["clone_acc"]) for m in modes]
+                    xs = np.arange(len(modes)) - 0.4 + bar * (k + 0.5)
+                    means = np.array([s[0] for s in stats])
+                    errs = np.array([s[1] if np.isfinite(s[1]) else 0.0 for s in stats])
+                    hatch = "////" if (dataset, arch, defense) in collapsed else None
+                    ax.bar(xs, means, bar, color=palette[defense], edgecolor="#333333", linewidth=0.3, hatch=hatch)
+                    if errs.any():
+                        ax.errorbar(xs, means, yerr=errs, fmt="none", ecolor="#222222", elinewidth=0.6, capsize=1.2)
+                ax.set_xticks(range(len(modes)), modes)
                 ax.set_title(dataset_label(dataset) if i == 0 else "")
-                ax.set_xlabel("")
-                ax.set_ylabel(f"{attack_label(attack)} · {arch}\nclone accuracy (%)" if j == 0 else "")
+                ax.set_ylabel(f"{attack_label(attack)} · {arch}\nclone acc. (%)" if j == 0 else "")
                 ax.set_ylim(0, 100)
-        _legend(fig, defenses, palette)
-        fig.get_layout_engine().set(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+                ax.grid(axis="x", visible=False)
+        handles = _defense_handles(defenses, palette)
+        if collapsed & {(d, a, f) for d, a, f in zip(ok["dataset"], ok["arch"], ok["defense"])}:
+            handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="////", linewidth=0.4,
+                                 label=_collapsed_note(collapsed, tolerance)))
+        _legend(fig, handles, _ncol(width))
     return fig
 
 
-def relative_heatmap(results: pd.DataFrame) -> Figure | None:
-    """Relative performance (clone / benign accuracy) per defense x (dataset, attack, label mode)."""
+def relative_heatmap(results: pd.DataFrame, collapsed: set = frozenset(), tolerance: float = 1.0) -> Figure | None:
+    """Relative performance (clone / benign accuracy): one panel per (dataset, arch), rows attack x label
+    mode, columns defenses, one colour scale. ``†`` marks a collapsed victim's cells."""
     summary = summarise(results)
     summary = summary[summary["n_ok"] > 0]
     if summary.empty:
         return None
     archs = in_order(summary["arch"])
-    columns = in_order(zip(summary["dataset"], summary["arch"], summary["attack"], summary["label_mode"]))
-    columns = sorted(columns, key=lambda c: in_order(summary["dataset"]).index(c[0]))
+    attacks = order_attacks(summary["attack"])
+    panels = in_order(zip(summary["dataset"], summary["arch"]))
+    rows = sorted(in_order(zip(summary["attack"], summary["label_mode"])), key=lambda c: attacks.index(c[0]))
     defenses = order_defenses(summary["defense"])
-    grid = pd.DataFrame(np.nan, index=defenses, columns=range(len(columns)))
-    for _, row in summary.iterrows():
-        key = (row["dataset"], row["arch"], row["attack"], row["label_mode"])
-        grid.loc[row["defense"], columns.index(key)] = row["rel_mean"]
-    labels = [f"{dataset_label(d)}\n{attack_label(a)}\n{mode_label(m)}" + (f"\n{arch}" if len(archs) > 1 else "")
-              for d, arch, a, m in columns]
-    with sns.axes_style("white", _style()):
-        fig = Figure(figsize=(max(4.0, 1.1 * len(columns) + 2.0), 0.45 * len(defenses) + 1.8), layout="constrained")
-        ax = fig.subplots()
-        annot = np.array([["" if np.isnan(v) else f"{v:.2f}×" for v in row] for row in grid.to_numpy(float)])
-        sns.heatmap(grid.astype(float), ax=ax, annot=annot, fmt="", cmap="cividis", vmin=0,
-                    vmax=max(1.0, float(np.nanmax(grid.values))), linewidths=0.5, linecolor="white",
-                    cbar_kws={"label": "relative performance (lower is better)"}, annot_kws={"fontsize": 8})
-        ax.set_xticks(np.arange(len(columns)) + 0.5, labels, rotation=0)
-        ax.set_yticks(np.arange(len(defenses)) + 0.5, [defense_label(d) for d in defenses], rotation=0)
-        ax.set_xlabel("")
-        ax.set_ylabel("")
+    vmax = max(1.0, float(summary["rel_mean"].max()))
+    width = COLUMN_WIDTH if len(defenses) <= 8 else TEXT_WIDTH
+    with sns.axes_style("white", _style()), matplotlib.rc_context(_style()):
+        fig = Figure(figsize=(width, (0.19 * len(rows) + 0.3) * len(panels) + 1.1), layout="constrained")
+        axes = fig.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
+        for ax, (dataset, arch) in zip(axes, panels):
+            frame = summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)]
+            grid = np.full((len(rows), len(defenses)), np.nan)
+            annot = np.full((len(rows), len(defenses)), "", dtype=object)
+            for _, row in frame.iterrows():
+                i, j = rows.index((row["attack"], row["label_mode"])), defenses.index(row["defense"])
+                grid[i, j] = row["rel_mean"]
+                mark = COLLAPSED_MARK if (dataset, arch, row["defense"]) in collapsed else ""
+                annot[i, j] = f"{row['rel_mean']:.2f}{mark}" if np.isfinite(row["rel_mean"]) else ""
+            image = ax.imshow(grid, cmap="cividis", vmin=0, vmax=vmax, aspect="auto")
+            for (i, j), text in np.ndenumerate(annot):
+                if text:
+                    ax.text(j, i, text, ha="center", va="center", fontsize=5.8,
+                            color="black" if grid[i, j] > 0.55 * vmax else "white")
+            ax.set_yticks(range(len(rows)), [f"{attack_label(a)} {m}" for a, m in rows], fontsize=6.5)
+            ax.set_xticks(range(len(defenses)), [defense_label(d) for d in defenses], rotation=40, ha="right",
+                          rotation_mode="anchor", fontsize=6.5)
+            ax.set_xticks(np.arange(len(defenses) + 1) - 0.5, minor=True)
+            ax.set_yticks(np.arange(len(rows) + 1) - 0.5, minor=True)
+            ax.grid(which="minor", color="white", linewidth=0.8)
+            ax.tick_params(which="both", length=0)
+            for side in ("top", "right", "left", "bottom"):
+                ax.spines[side].set_visible(False)
+            ax.set_title(dataset_label(dataset) + (f" · {arch}" if len(archs) > 1 else ""), fontsize=7.5)
+        bar = fig.colorbar(image, ax=list(axes), orientation="horizontal", location="bottom", shrink=0.7, aspect=35, pad=0.02)
+        shown = collapsed & set(zip(summary["dataset"], summary["arch"], summary["defense"]))
+        bar.set_label("relative performance (clone / benign accuracy; lower is better)"
+                      + (f"\n{COLLAPSED_MARK} collapsed: benign acc. > {tolerance:g} points below Vanilla's" if shown else ""),
+                      fontsize=6.5)
+        bar.ax.tick_params(labelsize=6)
     return fig
 
 
@@ -117,8 +218,9 @@ def inference_time(timing: pd.DataFrame, palette: dict[str, str] | None = None) 
     sizes = sorted(int(b) for b in in_order(timing["batch_size"]))
     panels = in_order(zip(timing["dataset"], timing["arch"], timing["input"]))
     defenses = order_defenses(timing["defense"])
-    with sns.axes_style("whitegrid", _style()):
-        fig = Figure(figsize=(max(4.5, 0.9 * len(defenses) + 1.5) * len(sizes), 3.0 * len(panels) + 0.6), layout="constrained")
+    width = _width(len(sizes))
+    with sns.axes_style("whitegrid", _style()), matplotlib.rc_context(_style()):
+        fig = Figure(figsize=(width, 2.0 * len(panels) + 0.3), layout="constrained")
         axes = fig.subplots(len(panels), len(sizes), squeeze=False)
         for i, (dataset, arch, inputs) in enumerate(panels):
             for j, size in enumerate(sizes):
@@ -131,16 +233,18 @@ def inference_time(timing: pd.DataFrame, palette: dict[str, str] | None = None) 
                     ax.set_axis_off()
                     continue
                 seconds = frame.loc[present, "total_seconds"].to_numpy(float)
-                bars = ax.bar(range(len(present)), seconds, color=[palette[d] for d in present], edgecolor="#333333", linewidth=0.5)
+                bars = ax.barh(range(len(present)), seconds, color=[palette[d] for d in present], edgecolor="#333333", linewidth=0.4)
                 labels = [f"{fmt_seconds(s)} ({r:.2f}×)" if pd.notna(r) else fmt_seconds(s)
                           for s, r in zip(seconds, frame.loc[present, "slowdown"])]
-                ax.bar_label(bars, labels, fontsize=7, padding=2)
-                ax.set_xticks(range(len(present)), [defense_label(d) for d in present], rotation=30, ha="right")
-                ax.set_ylim(0, seconds.max() * 1.2)
-                repeats = ", ".join(str(int(r)) for r in in_order(timing["repeats"].dropna()))
-                ax.set_ylabel(f"total seconds ({repeats} repeats)" if j == 0 else "")
-                where = "single query" if size == 1 else f"batch size {size}"
-                ax.set_title(f"{dataset_label(dataset)} · {arch} · {inputs} inputs · {where}")
+                ax.bar_label(bars, labels, fontsize=6, padding=1.5)
+                ax.set_yticks(range(len(present)), [defense_label(d) for d in present] if j == 0 else [])
+                ax.invert_yaxis()
+                ax.set_xlim(0, seconds.max() * 1.65)
+                ax.grid(axis="y", visible=False)
+                ax.set_ylabel(f"{dataset_label(dataset)} · {arch} · {inputs}" if j == 0 else "")
+                ax.set_title(("single query" if size == 1 else f"batch size {size}") if i == 0 else "")
+        repeats = ", ".join(str(int(r)) for r in in_order(timing["repeats"].dropna()))
+        fig.supxlabel(f"total seconds ({repeats} repeats); labels: seconds (slowdown vs Vanilla)", fontsize=7)
     return fig
 
 
@@ -150,50 +254,122 @@ def plot_inference_time(timing: pd.DataFrame, path_stem: Path, palette: dict[str
     return save(fig, Path(path_stem), ("png", "pdf")) if fig is not None else []
 
 
-def tradeoff(results: pd.DataFrame, palette: dict[str, str]) -> Figure | None:
-    """Benign accuracy (x) against clone accuracy (y): down and right is a better defense; one panel per dataset."""
+def tradeoff(results: pd.DataFrame, palette: dict[str, str], collapsed: set = frozenset(), tolerance: float = 1.0,
+             reference: dict | None = None) -> Figure | None:
+    """Benign accuracy (x) against clone accuracy (y), one point per defense and attack setting; one panel per
+    dataset (and arch). Down and right is a better defense. Colour: defense; shape: attack; filled: soft
+    labels, hollow: hard labels. The grey band left of Vanilla's benign accuracy (dotted) minus the
+    tolerance holds the collapsed victims; those far to the left sit on the axis edge as left-pointing
+    triangles, with their benign accuracy written beside them, so the rest keep a readable scale."""
     summary = summarise(results)
     summary = summary[(summary["n_ok"] > 0) & summary["benign_mean"].notna()]
     if summary.empty:
         return None
-    datasets = in_order(summary["dataset"])
-    kinds = in_order(zip(summary["attack"], summary["label_mode"]))
-    markers = {kind: MARKERS[i % len(MARKERS)] for i, kind in enumerate(kinds)}
+    panels = in_order(zip(summary["dataset"], summary["arch"]))
+    attacks = order_attacks(summary["attack"])
+    markers = {a: MARKERS[i % len(MARKERS)] for i, a in enumerate(attacks)}
+    modes = in_order(summary["label_mode"])
     defenses = order_defenses(summary["defense"])
-    with sns.axes_style("whitegrid", _style()):
-        fig = Figure(figsize=(max(4.5, 3.6 * len(datasets)), 3.6), layout="constrained")
-        axes = fig.subplots(1, len(datasets), squeeze=False)[0]
-        for ax, dataset in zip(axes, datasets):
-            frame = summary[summary["dataset"] == dataset]
+    reference = reference or {}
+    width = _width(len(panels))
+    with sns.axes_style("whitegrid", _style()), matplotlib.rc_context(_style()):
+        fig = Figure(figsize=(width, 2.7 + 0.17 * math.ceil(len(defenses) / _ncol(width))), layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (dataset, arch) in zip(axes, panels):
+            frame = summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)]
+            ref = reference.get((dataset, arch))
+            benign = frame["benign_mean"].to_numpy(float)
+            low_clip = (ref - max(3.0, 3 * tolerance)) if ref is not None else -np.inf
+            x_lo, x_hi = max(np.nanmin(benign), low_clip), np.nanmax(benign)
+            if ref is not None:  # show the collapse band, narrow
+                x_lo, x_hi = min(x_lo, ref - 2 * tolerance), max(x_hi, ref + 0.5 * tolerance)
+            pad = 0.06 * (x_hi - x_lo) + 0.1
+            x_lo, x_hi = x_lo - pad, x_hi + pad
+            y_lo, y_hi = frame["clone_mean"].min(), frame["clone_mean"].max()
+            y_pad = 0.08 * (y_hi - y_lo) + 1.0
+            y_lo, y_hi = max(0.0, y_lo - y_pad), min(100.0, y_hi + y_pad)
+            if ref is not None:
+                ax.axvspan(x_lo, ref - tolerance, color="#DDDDDD", alpha=0.6, linewidth=0, zorder=0)
+                ax.axvline(ref, color="#999999", linewidth=0.6, linestyle=":", zorder=1)
+            edge = x_lo + pad * 0.5
+            off = frame[frame["benign_mean"] < edge]
             for _, row in frame.iterrows():
-                ax.scatter(row["benign_mean"], row["clone_mean"], color=palette[row["defense"]], s=42,
-                           marker=markers[(row["attack"], row["label_mode"])], edgecolor="#333333", linewidth=0.5, zorder=3)
-            low = min(frame["clone_mean"].min(), frame["benign_mean"].min())
-            high = max(frame["clone_mean"].max(), frame["benign_mean"].max())
-            pad = max(1.0, 0.05 * (high - low))
-            ax.plot([low - pad, high + pad], [low - pad, high + pad], linestyle="--", color="#777777", linewidth=0.8, zorder=1)
-            ax.set_title(dataset_label(dataset))
+                colour = palette[row["defense"]]
+                x, marker = row["benign_mean"], markers[row["attack"]]
+                if x < edge:  # far off to the left: pinned to the edge as a left-pointing triangle
+                    x, marker = edge, "<"
+                filled = len(modes) == 1 or row["label_mode"] == modes[0]
+                ax.scatter(x, row["clone_mean"], s=22, marker=marker, linewidth=0.9, zorder=3,
+                           facecolor=colour if filled else "white", edgecolor="#333333" if filled else colour)
+            if not off.empty:
+                n = off["defense"].nunique()
+                ax.annotate(f"◀ {n} at {off['benign_mean'].min():.1f}–{off['benign_mean'].max():.1f}%" if n > 1 or off['benign_mean'].nunique() > 1
+                            else f"◀ at {off['benign_mean'].iloc[0]:.1f}%",
+                            (edge, off["clone_mean"].max()), xytext=(4, 5), textcoords="offset points", fontsize=6,
+                            color="#333333", va="bottom")
+            ax.set_xlim(x_lo, x_hi)
+            ax.set_ylim(y_lo, y_hi)
+            ax.set_title(dataset_label(dataset) + (f" · {arch}" if len({a for _, a in panels}) > 1 else ""))
             ax.set_xlabel("benign accuracy (%)")
-            ax.set_ylabel("clone accuracy (%)")
-        shapes = [Line2D([], [], marker=markers[k], linestyle="", color="#555555", label=f"{attack_label(k[0])} {mode_label(k[1])}")
-                  for k in kinds]
-        _legend(fig, defenses, palette, shapes)
-        fig.get_layout_engine().set(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
+            ax.set_ylabel("clone accuracy (%)" if ax is axes[0] else "")
+        handles = _defense_handles(defenses, palette)
+        shapes = [Line2D([], [], marker=markers[a], linestyle="", markersize=4.5, markerfacecolor="#666666",
+                         markeredgecolor="#333333", label=attack_label(a)) for a in attacks]
+        if len(modes) > 1:
+            shapes += [Line2D([], [], marker="o", linestyle="", markersize=4.5, markerfacecolor="#666666" if m == modes[0] else "white",
+                              markeredgecolor="#333333", label=m) for m in modes]
+        extra = []
+        if reference:
+            extra.append(Patch(facecolor="#DDDDDD", label=f"collapsed ({COLLAPSED_MARK})"))
+        ncol = _ncol(width)
+        _legend(fig, handles, ncol)
+        rest = shapes[len(attacks):] + extra  # label modes and the band: their own row
+        across = min(3 if width <= COLUMN_WIDTH else 8, max(len(attacks), len(rest)))
+        blank = Line2D([], [], linestyle="", label=" ")
+        shapes = shapes[:len(attacks)]
+        shapes += [blank] * (-len(shapes) % across)
+        _legend(fig, shapes + rest, across, loc="outside lower center")
     return fig
 
 
-def curves(curve_table: pd.DataFrame, palette: dict[str, str]) -> Figure | None:
-    """Clone accuracy against queries (mean ± std over seeds); None unless some curve has two points or more."""
+def _log_ticks(ax, low: float, high: float, most: int = 3) -> None:
+    """Log x axis with at most ``most`` plain labels (300, 1k, 3k): matplotlib's default labels every minor
+    tick of a short range (2x10^2 3x10^2 4x10^2 ...), which overlap in a narrow panel."""
+    for subs in ((1.0, 2.0, 5.0), (1.0, 3.0), (1.0,)):
+        ticks = [m * 10 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1) for m in subs]
+        if len([t for t in ticks if low <= t <= high]) <= most:
+            break
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs="auto", numticks=12))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(FuncFormatter(_compact_count))
+
+
+def _compact_count(value: float, _pos=None) -> str:
+    """1500 -> 1.5k, 20000 -> 20k, 1e6 -> 1M."""
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
+def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = frozenset(),
+           tolerance: float = 1.0) -> Figure | None:
+    """Clone accuracy against queries for every attack that reported points (mean and 95% CI band over seeds);
+    one row per (attack, label mode, arch), one column per dataset. None unless some curve has two points."""
     if curve_table.empty:
         return None
     keys = ["dataset", "arch", "defense", "attack", "label_mode", "seed"]
     if curve_table.groupby(keys)["queries"].nunique().max() < 2:
         return None
-    panels = in_order(zip(curve_table["attack"], curve_table["label_mode"], curve_table["arch"]))
+    attacks = order_attacks(curve_table["attack"])
+    panels = sorted(in_order(zip(curve_table["attack"], curve_table["label_mode"], curve_table["arch"])),
+                    key=lambda p: attacks.index(p[0]))
     datasets = in_order(curve_table["dataset"])
     defenses = order_defenses(curve_table["defense"])
-    with sns.axes_style("whitegrid", _style()):
-        fig = Figure(figsize=(max(4.5, 3.4 * len(datasets)), 2.7 * len(panels) + 0.6), layout="constrained")
+    width = _width(len(datasets))
+    with sns.axes_style("whitegrid", _style()), matplotlib.rc_context(_style()):
+        fig = Figure(figsize=(width, 1.45 * len(panels) + 0.5), layout="constrained")
         axes = fig.subplots(len(panels), len(datasets), squeeze=False)
         for i, (attack, mode, arch) in enumerate(panels):
             for j, dataset in enumerate(datasets):
@@ -203,40 +379,74 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str]) -> Figure | None:
                 if frame.empty:
                     ax.set_axis_off()
                     continue
-                present = [d for d in defenses if d in set(frame["defense"])]
-                sns.lineplot(frame, x="queries", y="clone_acc", hue="defense", hue_order=present, palette=palette,
-                             errorbar="sd", err_kws={"alpha": 0.12}, marker="o", markersize=4, ax=ax, legend=False)
-                if frame["queries"].max() >= 20 * max(1, frame["queries"].min()):
+                for defense in [d for d in defenses if d in set(frame["defense"])]:
+                    points = frame[frame["defense"] == defense].groupby("queries")["clone_acc"]
+                    queries = np.array(sorted(points.groups), dtype=float)
+                    stats = [_mean_ci(points.get_group(q)) for q in queries]
+                    mean = np.array([s[0] for s in stats])
+                    ci = np.array([s[1] for s in stats])
+                    style = "--" if (dataset, arch, defense) in collapsed else "-"
+                    ax.plot(queries, mean, style, color=palette[defense], marker="o", markersize=2.2, linewidth=1.0)
+                    if np.isfinite(ci).any():
+                        ax.fill_between(queries, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), color=palette[defense],
+                                        alpha=0.15, linewidth=0)
+                low, high = float(frame["queries"].min()), float(frame["queries"].max())
+                if high >= 20 * max(1.0, low):
                     ax.set_xscale("log")
+                    _log_ticks(ax, max(1.0, low), high)
+                else:
+                    ax.xaxis.set_major_formatter(FuncFormatter(_compact_count))
+                    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
                 ax.set_title(dataset_label(dataset) if i == 0 else "")
-                ax.set_xlabel("queries")
-                ax.set_ylabel(f"{attack_label(attack)} {mode_label(mode)} · {arch}\nclone accuracy (%)" if j == 0 else "")
-        _legend(fig, defenses, palette)
-        fig.get_layout_engine().set(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+                ax.set_xlabel("queries" if i == len(panels) - 1 else "")
+                ax.set_ylabel(f"{attack_label(attack)} {mode}\n{arch} · clone acc. (%)" if j == 0 else "", fontsize=6.5)
+        handles = _defense_handles(defenses, palette)
+        shown = collapsed & {(d, a, f) for d, a, f in zip(curve_table["dataset"], curve_table["arch"], curve_table["defense"])}
+        if shown:
+            handles.append(Line2D([], [], linestyle="--", color="#333333", label=_collapsed_note(shown, tolerance)))
+        _legend(fig, handles, _ncol(width))
     return fig
 
 
 def save(fig: Figure, path_stem: Path, formats) -> list[Path]:
+    """Write ``fig`` in each format; PDF and PS embed TrueType fonts (``SAVE_RC``)."""
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for fmt in formats:
-        path = path_stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=150 if fmt == "png" else None, bbox_inches="tight")
-        written.append(path)
+    with matplotlib.rc_context(SAVE_RC):
+        for fmt in formats:
+            path = path_stem.with_suffix(f".{fmt}")
+            fig.savefig(path, dpi=200 if fmt == "png" else None, bbox_inches="tight", pad_inches=0.02)
+            written.append(path)
     return written
 
 
 def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight", pad_inches=0.02)
     return buffer.getvalue()
 
 
+def _marks(tables: RunTables) -> dict:
+    """What every figure marks: the collapsed victims and the tolerance behind them."""
+    return {"collapsed": collapsed_victims(tables.results, tables.tolerance), "tolerance": tables.tolerance}
+
+
+def _references(tables: RunTables) -> dict:
+    from msbench.report.data import benign_check
+    check = benign_check(tables.results, tables.tolerance)
+    return {(r.dataset, r.arch): r.benign_mean for r in check.itertuples() if r.reference and split_variant(r.defense)[1] == ""
+            and pd.notna(r.benign_mean)}
+
+
 FIGURES = {
-    "clone_accuracy": ("Clone accuracy per defense", lambda t, p: clone_accuracy(t.results, p)),
-    "relative_performance": ("Relative performance (clone / benign accuracy)", lambda t, p: relative_heatmap(t.results)),
+    "clone_accuracy": ("Clone accuracy per defense (95% CI over seeds where there are several)",
+                       lambda t, p: clone_accuracy(t.results, p, **_marks(t))),
+    "relative_performance": ("Relative performance (clone / benign accuracy)",
+                             lambda t, p: relative_heatmap(t.results, **_marks(t))),
     "inference_time": ("Inference time and slowdown (the paper's Figure 4)", lambda t, p: inference_time(t.timing, p)),
-    "tradeoff": ("Benign vs clone accuracy: lower and further right is better", lambda t, p: tradeoff(t.results, p)),
-    "curves": ("Clone accuracy against queries", lambda t, p: curves(t.curves, p)),
+    "tradeoff": ("Benign vs clone accuracy: lower and further right is better",
+                 lambda t, p: tradeoff(t.results, p, reference=_references(t), **_marks(t))),
+    "curves": ("Clone accuracy against queries, every attack that reported budget points (95% CI band over seeds)",
+               lambda t, p: curves(t.curves, p, **_marks(t))),
 }
 """Figure name -> (title, builder over RunTables and the defense palette)."""

@@ -62,6 +62,21 @@ def _dataset_notes(tables: RunTables) -> list[dict[str, Any]]:
     return [row for row in rows.values() if row["fields"]]
 
 
+def _shown(value: Any) -> str:
+    """A value as a reader sees it: floats rounded (``97.69999980926514`` -> ``97.7``), whole floats as integers."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if pd.isna(value):
+            return ""
+        return str(int(value)) if value.is_integer() else f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".")
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_shown(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_shown(v) for v in value)
+    return str(value)
+
+
 def _cell_notes(results: pd.DataFrame) -> list[dict[str, str]]:
     """Notes attacks and defenses attached to cells (e.g. a capped budget), one line per distinct note."""
     if results.empty:
@@ -70,10 +85,10 @@ def _cell_notes(results: pd.DataFrame) -> list[dict[str, str]]:
     for _, row in results[results["notes"].notna() & (results["notes"].astype(str) != "")].iterrows():
         try:
             parsed = json.loads(row["notes"])
-            text = "; ".join(f"{k}: {v}" for k, v in parsed.items()) if isinstance(parsed, dict) else str(parsed)
+            text = _shown(parsed)
         except (TypeError, ValueError):
             text = str(row["notes"])
-        notes.append({"cell": f"{row['dataset']}/{row['arch']}/{row['defense']}/{row['attack']}/{row['label_mode']}/seed {row['seed']}",
+        notes.append({"cell": f"{row['dataset']}/{row['arch']}/{row['defense']}/{row['attack']}/{row['label_mode']}/seed {_shown(row['seed'])}",
                       "note": text})
     return notes
 
@@ -84,7 +99,7 @@ def _tuned(results: pd.DataFrame) -> list[dict[str, str]]:
         return []
     rows = results[results["tuned"].notna() & (results["tuned"].astype(str) != "")]
     rows = rows.drop_duplicates(["dataset", "arch", "defense", "seed", "tuned"])
-    return [{k: str(r[k]) for k in ("dataset", "arch", "defense", "seed", "tuned")} for _, r in rows.iterrows()]
+    return [{k: _shown(r[k]) for k in ("dataset", "arch", "defense", "seed", "tuned")} for _, r in rows.iterrows()]
 
 
 def _rendering_machine() -> list[tuple[str, str]]:
@@ -130,21 +145,31 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
                 skipped: list[dict[str, str]], title: str) -> str:
     results = tables.results
     failed = tables.failed if not results.empty else results
+    progress = tables.progress
     context = {
         "title": title,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "version": msbench.__version__,
         "runs": [{"dir": str(d), "name": s.get("name", d.name), "description": s.get("description", ""),
                   "settings": _settings(s)} for d, s in zip(tables.run_dirs, tables.suites)],
-        "counts": {"cells": len(results), "ok": int((results["status"] == "ok").sum()) if not results.empty else 0,
-                   "failed": len(failed), "timing_rows": len(tables.timing), "curve_points": len(tables.curves)},
-        "sections": [("Benign accuracy", "Paper Table 1.", sections["benign"]),
+        "counts": {"cells": progress.planned, "ok": progress.finished, "failed": progress.failed, "pending": progress.pending,
+                   "timing_rows": len(tables.timing), "curve_points": len(tables.curves)},
+        "partial": progress.sentence() if progress.partial else "",
+        "kept_apart": tables.kept_apart,
+        "pending": [{k: _shown(row[k]) for k in ("dataset", "arch", "defense", "attack", "label_mode", "seed")}
+                    for _, row in tables.pending.iterrows()],
+        "sections": [("Worst case: the verdict", "Per defense, the strongest attack of the runs; the headline table.", sections["worst"]),
+                     ("Benign accuracy", "Paper Table 1.", sections["benign"]),
                      ("Clone accuracy and relative performance", "Paper Tables 2 and 3, one table per attack.", sections["attacks"]),
                      ("Inference time", "Paper Table 4 (from timing.csv).", sections["timing"]),
                      ("Further defenses", "Paper Table 5 style: defenses beyond the paper's, e.g. InI ablations.", sections["others"])],
         "figures": [{**f, "data": base64.b64encode(f["png"]).decode("ascii")} for f in figures],
         "skipped": skipped,
-        "failed": [{k: row[k] for k in ("dataset", "arch", "defense", "attack", "label_mode", "seed", "error")}
+        "figure_note": (f"Error bars and bands: 95% confidence intervals of the mean over seeds (Student t), where there "
+                        f"are several. Collapsed victims (benign accuracy more than {tables.tolerance:g} points below "
+                        f"Vanilla's) are hatched in bars, dashed in curves, marked † in the heat map, and fall in the grey "
+                        f"band of the trade-off figure."),
+        "failed": [{k: _shown(row[k]) for k in ("dataset", "arch", "defense", "attack", "label_mode", "seed", "error")}
                    for _, row in failed.iterrows()],
         "datasets": _dataset_notes(tables),
         "cell_notes": _cell_notes(results),

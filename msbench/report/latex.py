@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 _SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
              "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"$<$",
-             ">": r"$>$", "±": r"$\pm$", "×": r"$\times$", "\n": " "}
+             ">": r"$>$", "±": r"$\pm$", "×": r"$\times$", "\n": " ", "†": r"$^\dagger$", "≥": r"$\geq$",
+             "–": "--", "·": r"$\cdot$"}
 _SPECIAL_RE = re.compile("|".join(re.escape(c) for c in _SPECIALS))
 
 
