@@ -156,10 +156,32 @@ class Workspace:
         """Pick the strongest setting of the defense's ``tunable`` whose benign accuracy on the
         validation split stays within ``run.match_benign`` points of its base victim's, as the
         paper tunes MAD's epsilon and AM's tau. The wrapper reads the tunable from an attribute of
-        the same name at inference, so trying a value costs one pass over the validation split."""
+        the same name at inference, so trying a value costs one pass over the validation split.
+
+        A defense whose module has no such attribute, or answers the same at the grid's strongest
+        and weakest values, is refused: setting an attribute nothing reads would tune nothing and
+        record a setting that was never applied."""
         tolerance = self.suite.run.match_benign
         if tolerance is None or not defense.tunable or not defense.tunable_grid:
             return None
+        name, grid = defense.tunable, defense.tunable_grid
+        if not hasattr(module, name):
+            raise ValueError(f"{defense.registered_name}: declares tunable '{name}', but its module "
+                             f"({type(module).__name__}) has no attribute '{name}' for benign matching to set")
+        x = ctx.val.floats(slice(0, 256), self.device)
+        answers = []
+        for value in (grid[0], grid[-1]):
+            setattr(module, name, value)
+            for part in module.modules():  # a stochastic defense draws the same noise both times
+                if callable(getattr(part, "restart_randomness", None)):
+                    part.restart_randomness()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                answers.append(module(x))
+        if torch.equal(*answers):
+            raise ValueError(f"{defense.registered_name}: its answers on the validation images are the same at "
+                             f"{name} = {grid[0]} and {name} = {grid[-1]}; the module must read the attribute "
+                             f"'{name}' at inference for benign matching to tune it")
         reference = accuracy(predict_labels(base, ctx.val.images, self.device), ctx.val.labels)
         for value in defense.tunable_grid:  # strongest first
             setattr(module, defense.tunable, value)

@@ -86,3 +86,98 @@ def single_thread() -> Iterator[None]:
 def one_thread() -> Iterator[None]:
     with single_thread():
         yield
+
+
+# -- a learnable synthetic benchmark: runs everywhere, no shared data -------------------------------
+
+SYNTHETIC_CLASSES = 10
+SYNTHETIC_SIDE = 28
+
+
+def _templates(family: int) -> "np.ndarray":
+    """Ten class patterns of one family: each the sum of three Gaussian blobs at seeded places, in [0, 1]."""
+    import numpy as np
+
+    rng = np.random.default_rng(1000 + family)
+    grid = np.arange(SYNTHETIC_SIDE)
+    rows, cols = grid[:, None], grid[None, :]
+    patterns = np.zeros((SYNTHETIC_CLASSES, SYNTHETIC_SIDE, SYNTHETIC_SIDE))
+    for pattern in patterns:
+        for row, col in rng.uniform(5, SYNTHETIC_SIDE - 5, size=(3, 2)):
+            pattern += np.exp(-((rows - row) ** 2 + (cols - col) ** 2) / (2 * 3.0 ** 2))
+    return patterns / patterns.max(axis=(1, 2), keepdims=True)
+
+
+def synthetic_images(family: int, count: int, seed: int, blend: bool = False) -> tuple["np.ndarray", "np.ndarray"]:
+    """``count`` uint8 images (N, 28, 28) of a pattern family and their labels, deterministic in ``seed``.
+
+    Each image is its class's pattern, shifted by up to 2 pixels, plus Gaussian noise: a small
+    CNN learns the classes in a few epochs, and a model that learnt nothing stays at 10%.
+    ``blend`` mixes two classes' patterns with a random weight: query images related to, not
+    drawn from, the victim's distribution, as EMNIST letters are for MNIST. Their labels are then
+    random, so an attack that trained on them instead of the oracle's answers stays at chance.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    patterns = _templates(family)
+    labels = np.arange(count) % SYNTHETIC_CLASSES
+    rng.shuffle(labels)
+    images = patterns[labels]
+    if blend:
+        others = rng.integers(0, SYNTHETIC_CLASSES, size=count)
+        weight = rng.uniform(0.5, 1.0, size=(count, 1, 1))
+        images = weight * images + (1 - weight) * patterns[others]
+        labels = rng.integers(0, SYNTHETIC_CLASSES, size=count)
+    shifts = rng.integers(-2, 3, size=(count, 2))
+    images = np.stack([np.roll(image, tuple(shift), axis=(0, 1)) for image, shift in zip(images, shifts)])
+    images = images * rng.uniform(0.6, 1.0, size=(count, 1, 1)) + rng.normal(0, 0.15, size=images.shape)
+    return (np.clip(images, 0, 1) * 255).round().astype(np.uint8), labels.astype(np.int64)
+
+
+SYNTHETIC_SETS = {  # name: (pattern family, images per split, blended)
+    "synth": (0, 400, False),  # the victim's dataset
+    "synth-surrogate": (0, 600, True),  # KnockoffNets' query set: blends of the victim's patterns
+    "synth-ood": (1, 400, False),  # OOD and hash set: another family of ten patterns
+}
+
+
+def write_synthetic_data(folder: Path) -> dict[str, dict[str, str]]:
+    """Write each synthetic set's train and test split as ``.npz`` under ``folder`` (once); returns
+    the suite's ``[datasets]`` tables declaring them (absolute paths, so any data root works)."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for number, (name, (family, count, blend)) in enumerate(SYNTHETIC_SETS.items()):
+        table = {"format": "npz", "like": "mnist", "note": "synthetic test data"}
+        for split_number, split in enumerate(("train", "test")):
+            path = folder / f"{name}-{split}.npz"
+            if not path.exists():
+                images, labels = synthetic_images(family, count, seed=10 * number + split_number, blend=blend)
+                np.savez(path, images=images, labels=labels)
+            table[split] = str(path)
+        tables[name] = table
+    tables["synth"].update(ood="synth-ood", hash="synth-ood", surrogate="synth-surrogate")
+    return tables
+
+
+SYNTHETIC_SUITE = {
+    "name": "synthetic",
+    "matrix": {"datasets": ["synth"], "archs": ["smallcnn"], "defenses": ["vanilla"], "attacks": ["knockoff"],
+               "label_modes": ["soft", "hard"], "seeds": [0]},
+    "run": {"device": "cpu", "val_fraction": 0.2},
+    "victim": {"epochs": 3, "lr": 0.05, "batch_size": 32},
+    "clone": {"epochs": 4, "lr": 0.05, "batch_size": 32},
+    "attacks": {"knockoff": {"budget": 300}},
+}
+"""Seconds on synthetic data (SYNTHETIC_SETS); tests state only what they change."""
+
+
+def synthetic_suite(tmp_path: Path, file: str = "synthetic.toml", **changes: object) -> Path:
+    """Write the synthetic data under ``tmp_path / "synthetic-data"`` and SYNTHETIC_SUITE with ``changes``
+    to ``tmp_path / file``; the suite needs no data root."""
+    base = merged(SYNTHETIC_SUITE, {"datasets": write_synthetic_data(tmp_path / "synthetic-data")})
+    path = tmp_path / file
+    path.write_text(tomli_w.dumps(merged(base, changes)))
+    return path

@@ -8,7 +8,7 @@ import pytest
 
 import msbench
 from msbench.defenses.vanilla import Vanilla
-from tests.conftest import tiny_suite
+from tests.conftest import synthetic_suite, tiny_suite
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 
@@ -141,3 +141,11 @@ def test_force_recomputes_every_cell_and_retrains_the_victim(tmp_path, mnist_roo
     frame = msbench.run_suite(suite, data_root=mnist_root, out=out, report=False, echo=lines.append, force=True)
     assert "0 of 2 cells done; running 2" in lines[0] and trained == [1] and (frame.status == "ok").all()
     assert build_parser().parse_args(["run", "suite.toml", "--force"]).force
+
+
+def test_synthetic_suite_runs_end_to_end_without_shared_data(tmp_path, one_thread):
+    """The learnable synthetic data of conftest.synthetic_suite: file datasets, no data root needed."""
+    frame = msbench.run_suite(synthetic_suite(tmp_path), data_root=tmp_path / "no-data", out=tmp_path / "run",
+                              echo=lambda *_: None, report=False)
+    assert list(frame.status) == ["ok", "ok"] and (frame.queries == 300).all()
+    assert (frame.benign_acc > 80).all() and (frame.clone_acc > 50).all()  # chance is 10%

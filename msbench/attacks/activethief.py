@@ -81,6 +81,7 @@ class ActiveThief(Attack):
 
     label = "ActiveThief"
     roles = ("surrogate",)
+    contract_settings = {"rounds": 3}  # test size: the clone is retrained every round
 
     @dataclass
     class Config:

@@ -61,6 +61,9 @@ class Attack:
     label: ClassVar[str] = ""  # display name, e.g. "KnockoffNets"; "" = the registry name
     color: ClassVar[str | None] = None  # fixed colour where a figure colours attacks
     paper_order: ClassVar[int | None] = None  # position in the InI paper's tables; None = not the paper's
+    spends_budget: ClassVar[bool] = False  # True: asks exactly ``budget`` queries whenever its query data allows
+    contract_settings: ClassVar[dict[str, Any]] = {}  # [attacks.NAME] values for tests/test_contracts.py (test size)
+    learns_at_test_size: ClassVar[bool] = True  # False: needs paper-scale budgets to learn (the contract checks its budget only)
 
     @dataclass
     class Config:

@@ -118,6 +118,8 @@ class DFME(Attack):
 
     label = "DFME"
     roles = ()
+    contract_settings = {"budget": 700, "batch_size": 32, "nz": 32, "ngf": 16}  # test size: 3 iterations
+    learns_at_test_size = False  # data-free: millions of queries at paper scale
 
     @dataclass
     class Config:

@@ -90,6 +90,7 @@ class JBDA(Attack):
     """JBDA (Papernot et al. 2017): Jacobian-augmented seeds from the victim's training set, 6 rounds."""
 
     label, paper_order = "JBDA", 1
+    contract_settings = {"epochs_per_round": 3}  # test size (suites/quick.toml runs 2)
 
     @dataclass
     class Config:

@@ -22,6 +22,7 @@ class KnockoffNets(Attack):
 
     roles = ("surrogate",)
     label, paper_order = "KnockoffNets", 0
+    spends_budget = True  # min(budget, surrogate set size) queries
 
     @dataclass
     class Config:

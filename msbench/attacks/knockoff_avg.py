@@ -68,6 +68,7 @@ class KnockoffAveraged(Attack):
 
     label = "KnockoffNets (avg)"
     roles = ("surrogate",)
+    contract_settings = {"budget": 1500}  # test size: 300 distinct images, each answered 5 times
 
     @dataclass
     class Config:

@@ -74,6 +74,7 @@ class Defense:
     label: ClassVar[str] = ""  # display name, e.g. "InI"; "" = the registry name
     color: ClassVar[str | None] = None  # fixed colour in every figure, e.g. "#D55E00"
     paper_order: ClassVar[int | None] = None  # position in the InI paper's tables (Vanilla 0); None = not the paper's
+    contract_settings: ClassVar[dict[str, Any]] = {}  # [defenses.NAME] values for tests/test_contracts.py (test size)
 
     @dataclass
     class Config:

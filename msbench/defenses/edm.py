@@ -173,6 +173,7 @@ class EDM(TrainingDefense):
 
     roles = ("ood", "hash")
     label, color, paper_order = "EDM", "#009E73", 3
+    contract_settings = {"hash_epochs": 1}  # test size: the hash CNN costs more than the members (as in suites/quick.toml)
 
     @dataclass
     class Config:
