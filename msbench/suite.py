@@ -149,12 +149,12 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(file, "", f"cannot read ({failure.strerror})") from None
     except UnicodeDecodeError:
         raise SuiteError(file, "", "not a text file; expected a suite in TOML (UTF-8)") from None
-    if not text.strip():
-        raise SuiteError(file, "", "empty file; expected a suite in TOML with at least a [matrix] table")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as bad:
         raise SuiteError(file, "", f"not valid TOML ({bad})") from None
+    if not raw:
+        raise SuiteError(file, "", "empty file; expected a suite in TOML with at least a [matrix] table")
     return parse_suite(raw, file, path)
 
 
