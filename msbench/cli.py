@@ -25,9 +25,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _time(args: argparse.Namespace) -> int:
+    from msbench.io import RunLock
+    from msbench.suite import load_suite
     from msbench.timing import time_suite
 
-    time_suite(args.suite, data_root=args.data_root, out=args.out, device=args.device)
+    suite = load_suite(args.suite)
+    with RunLock(args.out or Path("runs") / suite.name):  # timing writes victims and timing.csv into the run dir
+        time_suite(suite, data_root=args.data_root, out=args.out, device=args.device)
     return 0
 
 

@@ -217,11 +217,15 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str]) -> Figure | None:
 
 
 def save(fig: Figure, path_stem: Path, formats) -> list[Path]:
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    """Each format rendered in memory, then written atomically (msbench.io.write_atomic)."""
+    from msbench.io import write_atomic
+
     written = []
     for fmt in formats:
         path = path_stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=150 if fmt == "png" else None, bbox_inches="tight")
+        write_atomic(path, buffer.getvalue())
         written.append(path)
     return written
 
