@@ -127,9 +127,12 @@ def save_victim(victim: nn.Module, path: Path, info: dict[str, Any]) -> None:
     write_atomic(path, header + payload)
 
 
-def load_victim(victim: nn.Module, path: Path) -> dict[str, Any]:
-    """Load a victim saved by ``save_victim`` into ``victim``; raises CorruptArtifact naming ``path``
-    when the file is truncated, altered, or does not fit the module."""
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's verified ``{"state", "info"}``; raises CorruptArtifact naming ``path``."""
+    return torch.load(io.BytesIO(_verified_payload(path)), map_location="cpu", weights_only=True)
+
+
+def _verified_payload(path: Path) -> bytes:
     blob = Path(path).read_bytes()
     header, _, payload = blob.partition(b"\n")
     try:
@@ -141,6 +144,13 @@ def load_victim(victim: nn.Module, path: Path) -> dict[str, Any]:
         raise CorruptArtifact(f"{path}: not an msbench victim checkpoint (no checksum header)")
     if len(payload) != size or hashlib.sha256(payload).hexdigest() != digest:
         raise CorruptArtifact(f"{path}: checksum mismatch ({len(payload)} of {size} bytes; truncated or altered)")
+    return payload
+
+
+def load_victim(victim: nn.Module, path: Path) -> dict[str, Any]:
+    """Load a victim saved by ``save_victim`` into ``victim``; raises CorruptArtifact naming ``path``
+    when the file is truncated, altered, or does not fit the module."""
+    payload = _verified_payload(path)
     try:
         saved = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         victim.load_state_dict(saved["state"])
