@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from msbench.config import SuiteError
+from msbench.config import InputError
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -16,7 +16,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         executor = make_executor(args.executor, **(ray_options if args.executor == "ray" else {}))
     except (ValueError, ImportError) as bad:
-        print(f"error: {bad}", file=sys.stderr)
+        print(f"msbench: {bad}", file=sys.stderr)
         return 2
     frame = run_suite(args.suite, data_root=args.data_root, out=args.out, device=args.device, retry_failed=args.retry_failed,
                       report=not args.no_report, executor=executor, force=args.force)
@@ -25,9 +25,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _time(args: argparse.Namespace) -> int:
+    from msbench.io import RunLock
+    from msbench.suite import load_suite
     from msbench.timing import time_suite
 
-    time_suite(args.suite, data_root=args.data_root, out=args.out, device=args.device)
+    suite = load_suite(args.suite)
+    with RunLock(args.out or Path("runs") / suite.name):  # timing writes victims and timing.csv into the run dir
+        time_suite(suite, data_root=args.data_root, out=args.out, device=args.device)
     return 0
 
 
@@ -37,7 +41,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         out = render_report(args.run_dirs, out=args.out, formats=args.format)
     except (ValueError, FileNotFoundError) as bad:
-        print(f"error: {bad}", file=sys.stderr)
+        print(f"msbench: {bad}", file=sys.stderr)
         return 2
     print(f"report: {out / 'index.html' if 'html' in args.format else out}")
     return 0
@@ -100,8 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except SuiteError as bad:
-        print(f"error: {bad}", file=sys.stderr)
+    except InputError as bad:  # a bad suite, data file or run directory: one line, nothing started
+        print(f"msbench: {bad}", file=sys.stderr)
+        return 2
+    except OSError as failure:  # a disk error msbench did not name itself: still one line
+        where = failure.filename or "msbench"
+        print(f"msbench: {where}: {failure.strerror or failure}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -10,12 +10,18 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class SuiteError(ValueError):
-    """A bad suite: ``file: key.path: what was expected``. The CLI prints it and exits 2."""
+class InputError(ValueError):
+    """A bad input (suite, data file, run directory): ``file: key: what was expected``, on one line.
+    The CLI prints it as ``msbench: <file>: <key>: <message>`` and exits 2."""
 
     def __init__(self, file: str, key: str, message: str):
+        message = " ".join(str(message).split())  # one line, whatever the underlying error printed
         self.file, self.key, self.message = file, key, message
         super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+
+
+class SuiteError(InputError):
+    """A bad suite: ``file: key.path: what was expected``."""
 
 
 def _type_name(tp: Any) -> str:

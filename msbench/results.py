@@ -2,32 +2,68 @@
 
 Records are the source of truth (one file per finished cell, so an interrupted run loses at most
 the cell in progress); ``results.csv`` and ``curves.csv`` are rebuilt from them after each cell.
+A record counts as done only if it parses and matches ``RECORD_SCHEMA``; any other file is
+reported, set aside as ``<cell id>.json.corrupt`` and its cell computed again. The tables have
+fixed column types (``RESULT_DTYPES``), whatever the records hold.
 """
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
+from msbench.io import write_atomic
+
+log = logging.getLogger("msbench")
+
 RESULT_COLUMNS = ["dataset", "arch", "defense", "setting", "attack", "label_mode", "seed", "budget", "queries", "benign_acc",
-                  "clone_acc", "relative_perf", "fidelity", "distortion_queries", "distortion_test", "status", "error", "surrogate", "tuned", "victim_seconds",
-                  "attack_seconds", "notes", "msbench", "torch", "device", "cell_id"]
+                  "clone_acc", "relative_perf", "fidelity", "distortion_queries", "distortion_test", "status", "error",
+                  "surrogate", "tuned", "victim_seconds", "attack_seconds", "notes", "msbench", "torch", "device", "cell_id"]
 CURVE_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "clone_acc"]
+_TEXT, _COUNT, _NUMBER = "string", "Int64", "float64"
+RESULT_DTYPES = {**{c: _TEXT for c in RESULT_COLUMNS}, "seed": _COUNT, "budget": _COUNT, "queries": _COUNT,
+                 **{c: _NUMBER for c in ("setting", "benign_acc", "clone_acc", "relative_perf", "fidelity", "distortion_queries",
+                                    "distortion_test", "victim_seconds", "attack_seconds")}}
+CURVE_DTYPES = {**{c: _TEXT for c in CURVE_COLUMNS}, "seed": _COUNT, "queries": _COUNT, "clone_acc": _NUMBER}
+
+_STR, _INT, _NUM = (str,), (int,), (int, float)
+RECORD_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "any": {"cell_id": _STR, "status": _STR, "error": _STR, "dataset": _STR, "arch": _STR, "defense": _STR,
+            "attack": _STR, "label_mode": _STR, "seed": _INT},
+    "ok": {"budget": _INT, "queries": _INT, "benign_acc": _NUM, "clone_acc": _NUM, "relative_perf": _NUM,
+           "fidelity": _NUM, "curve": (list,)},
+}
+"""Keys every record has (``any``) and those of a finished cell (``ok``), with their JSON types."""
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def record_problem(record: Any, cell_id: str) -> str | None:
+    """Why ``record`` is not a valid record of ``cell_id``, or None."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    required = {**RECORD_SCHEMA["any"], **(RECORD_SCHEMA["ok"] if record.get("status") == "ok" else {})}
+    for key, types in required.items():
+        if key not in record:
+            return f"missing key '{key}'"
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"'{key}' should be {' or '.join(t.__name__ for t in types)}, got {value!r}"
+    if record["status"] not in ("ok", "failed"):
+        return f"'status' should be 'ok' or 'failed', got {record['status']!r}"
+    if record["cell_id"] != cell_id:
+        return f"'cell_id' is {record['cell_id']!r}, expected {cell_id!r} (the file name)"
+    if record["status"] == "ok":
+        for point in record["curve"]:
+            if not (isinstance(point, list) and len(point) == 2 and all(isinstance(v, (int, float)) for v in point)):
+                return f"'curve' should hold [queries, accuracy] pairs, got {point!r}"
+        for key in ("benign_acc", "clone_acc", "fidelity"):
+            if not (math.isfinite(record[key]) and 0 <= record[key] <= 100):
+                return f"'{key}' should be a percentage, got {record[key]!r}"
+    return None
 
 
 class RecordStore:
@@ -40,24 +76,50 @@ class RecordStore:
         return self.dir / f"{cell_id}.json"
 
     def get(self, cell_id: str) -> dict[str, Any] | None:
+        """The cell's record; None when absent or invalid (an invalid file is reported and set aside)."""
         path = self.path(cell_id)
         if not path.exists():
             return None
-        return json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+            problem = record_problem(record, cell_id)
+        except (OSError, UnicodeDecodeError, ValueError) as failure:
+            problem = f"unreadable ({type(failure).__name__}: {failure})"
+        if problem is None:
+            return record
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        log.warning("warning: %s: invalid record (%s); moved to %s, its cell will be computed again",
+                    path, " ".join(problem.split()), aside.name)
+        return None
 
     def put(self, record: dict[str, Any]) -> None:
         write_atomic(self.path(record["cell_id"]), json.dumps(record, indent=1, default=str))
 
 
+def typed(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
+    """The table with its fixed column types: text (missing: ""), nullable integers, floats."""
+    for column, dtype in dtypes.items():
+        values = frame[column]
+        if dtype == _TEXT:
+            values = values.map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+        elif dtype == _COUNT:
+            values = pd.to_numeric(values, errors="coerce").round()
+        else:
+            values = pd.to_numeric(values, errors="coerce")
+        frame[column] = values.astype(dtype)
+    return frame
+
+
 def results_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     rows = [{k: r.get(k) for k in RESULT_COLUMNS} for r in records]
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return typed(pd.DataFrame(rows, columns=RESULT_COLUMNS), RESULT_DTYPES)
 
 
 def curves_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     rows = [{**{k: r[k] for k in CURVE_COLUMNS[:6]}, "queries": q, "clone_acc": acc}
             for r in records if r.get("setting") is None for q, acc in r.get("curve", [])]  # swept cells: no curves
-    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    return typed(pd.DataFrame(rows, columns=CURVE_COLUMNS), CURVE_DTYPES)
 
 
 def write_tables(run_dir: Path, records: list[dict[str, Any]]) -> None:
@@ -76,4 +138,9 @@ def load_results(run_dir: str | Path | list, table: str = "results") -> pd.DataF
     path = Path(run_dir) / f"{table}.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such table (has the suite been run with --out {run_dir}?)")
-    return pd.read_csv(path)
+    dtypes = {"results": RESULT_DTYPES, "curves": CURVE_DTYPES}.get(table)
+    if dtypes is None:
+        return pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={c: "object" for c, t in dtypes.items() if t == _TEXT}, keep_default_na=False,
+                        na_values={c: [""] for c, t in dtypes.items() if t != _TEXT})
+    return typed(frame.reindex(columns=list(dtypes)), dtypes)

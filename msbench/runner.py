@@ -25,7 +25,7 @@ from msbench.attacks import AttackContext
 from msbench.cells import Cell, cell_key, expand, victim_key
 from msbench.config import as_dict
 from msbench.data import ImageData, default_data_root, load_split
-from msbench.defenses import VictimContext, load_victim, save_victim
+from msbench.defenses import VictimContext, load_cached_victim, save_victim
 from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
 from msbench.executors import Executor, Job, make_executor
 from msbench.executors.base import forget_workspaces
@@ -34,9 +34,10 @@ from msbench.fingerprint import fingerprint
 from msbench.oracle import Oracle, QueryLedger, check_probabilities
 from msbench.progress import progress
 from msbench.registry import ATTACKS, DEFENSES
-from msbench.results import RecordStore, results_frame, write_atomic, write_tables
+from msbench.io import DiskError, RunLock, make_dirs, write_atomic
+from msbench.results import RecordStore, results_frame, write_tables
 from msbench.seeds import derive_seed, seeded
-from msbench.suite import Suite, check_data, load_suite
+from msbench.suite import Suite, SuiteError, check_data, device_problem, load_suite
 from msbench.training import accuracy, predict_labels
 
 SUBSET_SEED = 0  # data subsets and the validation split are the same for every seed of a suite
@@ -50,6 +51,33 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def check_device(name: str, where: str) -> None:
+    """Refuse, before any work, a device this machine does not have (``cuda`` without a GPU)."""
+    problem = device_problem(name)
+    if problem is None and name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            problem = f"'{name}' is not available on this machine (no CUDA GPU); use 'cpu' or 'auto'"
+        elif device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            problem = f"'{name}' is not available: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        elif device.type == "mps" and not torch.backends.mps.is_available():
+            problem = f"'{name}' is not available on this machine; use 'cpu' or 'auto'"
+    if problem:
+        file, _, key = where.rpartition(": ")
+        raise SuiteError(file or "msbench", key, problem)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """A run directory msbench can write: its folders are folders, its files are not folders."""
+    for name in ("records", "victims"):
+        if (run_dir / name).exists() and not (run_dir / name).is_dir():
+            raise DiskError(run_dir / name, "a file stands where a folder is needed; move it away")
+    for name in ("suite.json", "results.csv", "curves.csv"):
+        if (run_dir / name).is_dir():
+            raise DiskError(run_dir / name, "is a folder, expected a file; move it away")
+    make_dirs(run_dir / "records")
 
 
 @dataclass
@@ -113,8 +141,7 @@ class Workspace:
             module = defense.build(ctx) if base is None else defense.build(base, ctx)
         module.to(self.device)
         path = self.run_dir / "victims" / f"{key}.pt"
-        if path.exists():
-            info = load_victim(module, path)
+        if (info := load_cached_victim(module, path)) is not None:  # None: absent, or corrupt (reported, set aside)
             module.to(self.device)
         else:
             started = time.perf_counter()
@@ -291,7 +318,17 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     root = Path(data_root) if data_root else default_data_root()
     check_data(suite, root)
+    executor = make_executor(executor)
+    if executor.in_process:
+        check_device(device or suite.run.device, "--device" if device else f"{suite.path}: run.device")
     run_dir = Path(out) if out else Path("runs") / suite.name
+    with RunLock(run_dir):  # a second run on this directory stops here, naming the holder
+        check_run_dir(run_dir)
+        return _run_locked(suite, root, run_dir, device, retry_failed, echo, report, report_dir, executor, force)
+
+
+def _run_locked(suite: Suite, root: Path, run_dir: Path, device: str | None, retry_failed: bool, echo, report: bool,
+                report_dir: str | Path | None, executor: Executor, force: bool) -> pd.DataFrame:
     write_atomic(run_dir / "suite.json", json.dumps(suite.resolved(), indent=1, default=str))
     store = RecordStore(run_dir)
     cells = [(cell, cell_key(suite, cell)) for cell in expand(suite)]
@@ -303,7 +340,6 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
 
     todo = [(cell, cell_id) for cell, cell_id in cells
             if force or cell_id not in done or (retry_failed and done[cell_id].get("status") != "ok")]
-    executor = make_executor(executor)
     where = resolve_device(device or suite.run.device) if executor.in_process else f"the {executor.name} executor"
     if not todo:
         echo(f"{suite.name}: all {len(cells)} cells are done; nothing to recompute ({run_dir})")

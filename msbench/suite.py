@@ -6,6 +6,8 @@ what was expected; misspelt plugin names get the nearest registered name as a su
 from __future__ import annotations
 
 import importlib
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ import msbench.attacks  # noqa: F401  (registers the built-in plugins before nam
 import msbench.defenses  # noqa: F401
 import msbench.models  # noqa: F401
 from msbench.config import SuiteError, as_dict, build, coerce, unknown_key
-from msbench.data import ROLES, DatasetSpec, MissingDataError, default_data_root, file_dataset, load_split
+from msbench.data import ROLES, DataError, DatasetSpec, MissingDataError, default_data_root, file_dataset, load_split
 from msbench.oracle import LABEL_MODES
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, UnknownPluginError
 from msbench.training import CLONE_RECIPE, Recipe
@@ -137,13 +139,63 @@ def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; raises SuiteError on the first problem found."""
     path = Path(path)
     file = str(path)
+    if path.is_dir():
+        raise SuiteError(file, "", "is a folder; expected a suite TOML file")
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise SuiteError(file, "", "no such file") from None
+    except OSError as failure:
+        raise SuiteError(file, "", f"cannot read ({failure.strerror})") from None
+    except UnicodeDecodeError:
+        raise SuiteError(file, "", "not a text file; expected a suite in TOML (UTF-8)") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as bad:
         raise SuiteError(file, "", f"not valid TOML ({bad})") from None
+    if not raw:
+        raise SuiteError(file, "", "empty file; expected a suite in TOML with at least a [matrix] table")
     return parse_suite(raw, file, path)
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``name`` is not a device msbench can run on (syntax only; availability is checked at run time)."""
+    if not DEVICE_PATTERN.fullmatch(name):
+        return f"expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {name!r}"
+    return None
+
+
+def _check_run(run: RunOptions, file: str) -> None:
+    problem = device_problem(run.device)
+    if problem:
+        raise SuiteError(file, "run.device", problem)
+    for key in ("train_subset", "test_subset"):
+        _check_subset(getattr(run, key), file, f"run.{key}")
+    if not (0 <= run.val_fraction < 1):
+        raise SuiteError(file, "run.val_fraction", f"expected a fraction in [0, 1), got {run.val_fraction}")
+    if run.match_benign is not None:
+        if not (math.isfinite(run.match_benign) and run.match_benign >= 0):
+            raise SuiteError(file, "run.match_benign", f"expected a finite number of points >= 0, got {run.match_benign}")
+        if run.val_fraction == 0:
+            raise SuiteError(file, "run.val_fraction", "expected > 0: run.match_benign tunes on the validation split")
+
+
+def _check_subset(value: int | None, file: str, key: str) -> None:
+    if value is not None and value < 1:
+        raise SuiteError(file, key, f"expected a positive number of images (or no key for all), got {value}")
+
+
+def _check_unique(values: list[Any], file: str, key: str) -> None:
+    seen: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        normal = value.lower() if isinstance(value, str) else value
+        if normal in seen:
+            raise SuiteError(file, f"{key}[{i}]", f"{value!r} is listed twice (also {key}[{seen[normal]}]); expected each once")
+        seen[normal] = i
 
 
 def _plugin_name(registry, name: str, file: str, key: str) -> str:
@@ -162,8 +214,8 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
     for i, module in enumerate(plugins):
         try:
             importlib.import_module(module)
-        except ImportError as missing:
-            raise SuiteError(file, f"plugins[{i}]", f"cannot import '{module}' ({missing})") from None
+        except Exception as failure:  # a plugin may fail to import in any way: name it, not a traceback
+            raise SuiteError(file, f"plugins[{i}]", f"cannot import plugin '{module}' ({type(failure).__name__}: {failure})") from None
 
     if "matrix" not in raw:
         raise SuiteError(file, "matrix", "missing table: a suite must name its datasets, archs, defenses and attacks")
@@ -171,6 +223,7 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
     run = build(RunOptions, raw.get("run", {}), file, "run")
     victim = build(Recipe, raw.get("victim", {}), file, "victim", base=Recipe())
     clone = build(Recipe, raw.get("clone", {}), file, "clone", base=CLONE_RECIPE)
+    _check_run(run, file)
     for recipe, key in ((victim, "victim"), (clone, "clone")):
         _check_recipe(recipe, file, key)
 
@@ -179,6 +232,10 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
     for name, table in _table(raw, "datasets", file).items():
         key = f"datasets.{name}"
         options = build(DatasetOptions, _table_value(table, file, key), file, key)
+        for which in ("train_subset", "test_subset"):
+            _check_subset(getattr(options, which), file, f"{key}.{which}")
+        if options.num_classes is not None and options.num_classes < 2:
+            raise SuiteError(file, f"{key}.num_classes", f"expected at least 2 classes, got {options.num_classes}")
         if options.format is not None:
             specs[name] = _file_spec(name, options, file, key)
         if options.victim is not None:
@@ -207,6 +264,10 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
     for key in ("datasets", "archs", "defenses", "attacks", "label_modes", "seeds"):
         if not getattr(matrix, key):
             raise SuiteError(file, f"matrix.{key}", "expected a non-empty list")
+        _check_unique([v.replace(" ", "") if isinstance(v, str) else v for v in getattr(matrix, key)], file, f"matrix.{key}")
+    for i, seed in enumerate(matrix.seeds):
+        if seed < 0:
+            raise SuiteError(file, f"matrix.seeds[{i}]", f"expected a non-negative integer, got {seed}")
 
     used_defenses: set[str] = set()
     for i, composition in enumerate(matrix.defenses):
@@ -237,6 +298,9 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
 
     extra = {section: build(cls, _table(raw, section, file), file, section) for section, cls in EXTRA_SECTIONS.items()}
     name = coerce(raw.get("name", path.stem if path else "suite"), str, file, "name")
+    if not NAME_PATTERN.fullmatch(name) or name in (".", ".."):
+        raise SuiteError(file, "name", f"expected a plain folder name (letters, digits, '.', '_', '+', '-'; "
+                                       f"it names runs/<name> and reports/<name>), got {name!r}")
     description = coerce(raw.get("description", ""), str, file, "description")
     suite = Suite(name, path or Path(file), description, matrix, run, victim, clone, defenses, attacks,
                   dataset_options, specs, plugins, raw, extra)
@@ -261,9 +325,13 @@ def _check_recipe(recipe: Recipe, file: str, key: str) -> None:
         raise SuiteError(file, f"{key}.schedule", f"expected 'step', 'cosine' or 'constant', got '{recipe.schedule}'")
     if recipe.augment not in ("auto", "none", "crop_flip"):
         raise SuiteError(file, f"{key}.augment", f"expected 'auto', 'none' or 'crop_flip', got '{recipe.augment}'")
-    for name in ("epochs", "batch_size"):
-        if getattr(recipe, name) < (0 if name == "epochs" else 1):
+    for name in ("epochs", "batch_size", "step_size"):
+        if getattr(recipe, name) < 1:
             raise SuiteError(file, f"{key}.{name}", f"expected a positive integer, got {getattr(recipe, name)}")
+    for name, low, strict in (("lr", 0, True), ("gamma", 0, True), ("momentum", 0, False), ("weight_decay", 0, False)):
+        value = getattr(recipe, name)
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            raise SuiteError(file, f"{key}.{name}", f"expected a finite number {'>' if strict else '>='} {low}, got {value}")
 
 
 def _plugin_settings(raw: dict[str, Any], section: str, registry, used: set[str], recipe: Recipe, file: str) -> dict[str, PluginSettings]:
@@ -286,6 +354,9 @@ def plugin_config(registry, name: str, table: dict[str, Any], file: str, key: st
     plugin's ``check_config`` so a bad value fails at load time, naming its key."""
     plugin = registry.get(name)
     config = build(plugin.Config, table, file, key, base=base)
+    budget = getattr(config, "budget", None)
+    if isinstance(budget, int) and budget < 1:
+        raise SuiteError(file, f"{key}.budget", f"expected a positive number of queries, got {budget}")
     check = getattr(plugin, "check_config", None)
     problem = check(config) if check else None
     if problem:
@@ -336,6 +407,10 @@ def check_data(suite: Suite, root: Path) -> None:
             load_split(suite.spec(name), root, split)
         except MissingDataError as missing:
             raise SuiteError(str(suite.path), key, f"{name}: {missing}") from None
+        except DataError as bad:  # name the data file first, then where the suite asks for it
+            raise DataError(bad.file, bad.key, f"{bad.message} ({name} {split} split, read for {key} of {suite.path})") from None
+        except OSError as failure:
+            raise SuiteError(str(suite.path), key, f"{name}: cannot read {failure.filename or 'its files'} ({failure.strerror})") from None
 
 
 __all__ = ["Suite", "SuiteError", "load_suite", "parse_suite", "check_data", "resolve_chain", "default_data_root", "EXTRA_SECTIONS"]

@@ -335,7 +335,7 @@ def time_suite(suite: "str | Path | Suite", data_root: str | Path | None = None,
     import msbench
     from msbench.data import MissingDataError, default_data_root, load_split
     from msbench.progress import progress
-    from msbench.results import write_atomic
+    from msbench.io import write_atomic
     from msbench.runner import Workspace, resolve_device
     from msbench.suite import Suite, check_data, load_suite
 

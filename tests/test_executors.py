@@ -30,7 +30,7 @@ def test_unknown_executor_and_bad_ray_options_are_one_line_errors(tmp_path, caps
         make_executor("dask")
     assert main(["run", str(tiny_suite(tmp_path)), "--executor", "ray", "--cpus-per-task", "0"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error == "error: cpus_per_task: expected a positive integer, got 0"
+    assert error == "msbench: cpus_per_task: expected a positive integer, got 0"
 
 
 @pytest.fixture(scope="module")

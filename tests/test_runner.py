@@ -7,6 +7,7 @@ import torch
 import pytest
 
 import msbench
+from msbench.defenses.base import read_checkpoint
 from msbench.defenses.vanilla import Vanilla
 from tests.conftest import synthetic_suite, tiny_suite
 
@@ -105,7 +106,7 @@ def test_benign_matching_picks_the_strongest_setting_within_tolerance(tmp_path, 
     suite = tiny_suite(tmp_path, matrix={"defenses": ["misdirect"]}, plugins=["constant_defense"], run={"match_benign": 5.0})
     out = tmp_path / "run"
     frame = msbench.run_suite(suite, data_root=mnist_root, out=out)
-    victims = [torch.load(p, weights_only=True)["info"] for p in (out / "victims").glob("*.pt")]
+    victims = [read_checkpoint(p)["info"] for p in (out / "victims").glob("*.pt")]
     tuned = next(v["tuned"] for v in victims if v.get("tuned"))
     grid = [1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0]
     assert tuned["base_val_acc"] - tuned["val_acc"] <= 5.0

@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Any
 
 from msbench.data import builtin  # noqa: F401  (registers the built-in datasets)
-from msbench.data.base import DatasetSpec, ImageData, MissingDataError, UnlabeledImages, conform, default_data_root
-from msbench.data.files import load_idx, load_npz
+from msbench.data.base import DataError, DatasetSpec, ImageData, MissingDataError, UnlabeledImages, conform, default_data_root
+from msbench.data.files import check_split, load_idx, load_npz
 from msbench.registry import DATASETS
 
-__all__ = ["DatasetSpec", "ImageData", "MissingDataError", "UnlabeledImages", "conform", "default_data_root",
+__all__ = ["DataError", "DatasetSpec", "ImageData", "MissingDataError", "UnlabeledImages", "conform", "default_data_root",
            "load_idx", "load_npz", "file_dataset", "load_split", "ROLES"]
 
 ROLES = ("ood", "hash", "surrogate")
@@ -31,12 +31,16 @@ def file_dataset(name: str, format: str, like: str, train: dict[str, str] | str 
         files = splits.get(split) or next(iter(splits.values()))
         if format == "npz":
             data = load_npz(root / str(files), name)
+            images_file = labels_file = str(root / str(files))
         else:
             assert isinstance(files, dict)
             data = load_idx(root / files["images"], root / files["labels"] if files.get("labels") else None, name)
+            images_file, labels_file = str(root / files["images"]), str(root / (files.get("labels") or files["images"]))
+        check_split(data, base.shape, classes, images_file, labels_file, like)
         return data
 
-    return DatasetSpec(name, base.shape, num_classes or base.num_classes, base.mean, base.std, load,
+    classes = num_classes or base.num_classes
+    return DatasetSpec(name, base.shape, classes, base.mean, base.std, load,
                        description or f"{format} files shaped like {like}", roles=dict(base.roles),
                        augment=base.augment, note=note)
 

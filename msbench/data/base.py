@@ -15,9 +15,15 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
+from msbench.config import InputError
+
 
 class MissingDataError(FileNotFoundError):
     """A dataset's files are absent under the data root; the message names both."""
+
+
+class DataError(InputError):
+    """A dataset file that msbench cannot use as it is: ``file: array: what was expected``."""
 
 
 @dataclass

@@ -444,13 +444,17 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = 
 
 
 def save(fig: Figure, path_stem: Path, formats) -> list[Path]:
-    """Write ``fig`` in each format; PDF and PS embed TrueType fonts (``SAVE_RC``)."""
-    path_stem.parent.mkdir(parents=True, exist_ok=True)
+    """Each format rendered in memory, then written atomically (msbench.io.write_atomic); PDF and PS
+    embed TrueType fonts (``SAVE_RC``)."""
+    from msbench.io import write_atomic
+
     written = []
     with matplotlib.rc_context(SAVE_RC):
         for fmt in formats:
             path = path_stem.with_suffix(f".{fmt}")
-            fig.savefig(path, dpi=200 if fmt == "png" else None, bbox_inches="tight", pad_inches=0.02)
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=200 if fmt == "png" else None, bbox_inches="tight", pad_inches=0.02)
+            write_atomic(path, buffer.getvalue())
             written.append(path)
     return written
 

@@ -1,7 +1,6 @@
 """``render_report``: run tables in, a report folder out (LaTeX tables, HTML page, figures)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -11,7 +10,7 @@ from msbench.report.data import load_runs, summarise
 from msbench.report.html import render_html
 from msbench.report.latex import render_standalone, render_tables
 from msbench.report.tables import all_tables
-from msbench.results import write_atomic
+from msbench.io import write_atomic
 
 FORMATS = ("html", "latex", "png", "pdf")
 _SKIP_REASONS = {
@@ -22,11 +21,8 @@ _SKIP_REASONS = {
 
 
 def _write(path: Path, text: str) -> None:
-    """Atomic write, readable like any other file (a report is made to be shared or served)."""
+    """Atomic write, with the user's umask like every file msbench writes (a report is made to be shared)."""
     write_atomic(path, text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _formats(formats: Iterable[str] | str) -> tuple[str, ...]:
