@@ -15,7 +15,8 @@ import pandas as pd
 
 RESULT_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "budget", "queries", "benign_acc",
                   "clone_acc", "relative_perf", "fidelity", "status", "error", "surrogate", "tuned", "victim_seconds",
-                  "attack_seconds", "notes", "msbench", "torch", "device", "cell_id"]
+                  "attack_seconds", "notes", "msbench", "git_commit", "torch", "device", "device_model", "threads", "host",
+                  "date", "cell_id"]
 CURVE_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "clone_acc"]
 
 

@@ -5,7 +5,6 @@ what was expected; misspelt plugin names get the nearest registered name as a su
 """
 from __future__ import annotations
 
-import importlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import msbench.models  # noqa: F401
 from msbench.config import SuiteError, as_dict, build, coerce, unknown_key
 from msbench.data import ROLES, DatasetSpec, MissingDataError, default_data_root, file_dataset, load_split
 from msbench.oracle import LABEL_MODES
+from msbench.plugin_modules import import_plugins
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, UnknownPluginError
 from msbench.training import CLONE_RECIPE, Recipe
 
@@ -159,9 +159,9 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
         if key not in TOP_LEVEL and key not in EXTRA_SECTIONS:
             raise unknown_key(file, "", key, sorted(TOP_LEVEL | set(EXTRA_SECTIONS)))
     plugins = coerce(raw.get("plugins", []), list[str], file, "plugins")
-    for i, module in enumerate(plugins):
+    for i, module in enumerate(plugins):  # from the suite file's folder first, then sys.path
         try:
-            importlib.import_module(module)
+            import_plugins([module], path.parent if path else None)
         except ImportError as missing:
             raise SuiteError(file, f"plugins[{i}]", f"cannot import '{module}' ({missing})") from None
 
