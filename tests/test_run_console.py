@@ -19,7 +19,7 @@ import pytest
 import msbench
 from msbench.cli import build_parser, main
 from msbench.logs import ConsoleHandler, failure_summary, start_line
-from msbench.provenance import cpu_model, git_commit
+from msbench.provenance import git_commit
 from msbench.registry import DEFENSES
 from msbench.suite import SuiteError, load_suite
 from tests.conftest import REPO, tiny_suite
@@ -87,6 +87,7 @@ def test_run_without_a_terminal_logs_each_cell_as_it_finishes_and_exits_1_on_fai
     run = elsewhere / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO), "MSBENCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1"}
     env.pop("MSBENCH_PROGRESS", None)  # bars decide for themselves: stdout and stderr are pipes, not terminals
+    env.pop("PYTHONUNBUFFERED", None)  # as in a batch job: stdout to a pipe is block-buffered unless flushed
     process = subprocess.Popen([sys.executable, "-m", "msbench", "run", str(Path("..") / "suites" / suite_file.name),
                                 "--out", "run", "--no-report"], cwd=elsewhere, env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -123,7 +124,10 @@ def test_run_without_a_terminal_logs_each_cell_as_it_finishes_and_exits_1_on_fai
     for record in good:
         assert record["git_commit"].removesuffix("+dirty") == (head if (REPO / ".git").exists() else "")
         assert record["msbench"] == msbench.__version__ and record["host"] == platform.node()
-        assert record["device_model"] == cpu_model() and record["threads"] == 1  # OMP_NUM_THREADS=1
+        assert record["threads"] == 1  # OMP_NUM_THREADS=1
+        assert record["device_model"] not in ("", platform.machine())  # a model name, not the architecture
+        if Path("/proc/cpuinfo").exists():
+            assert f": {record['device_model']}\n" in Path("/proc/cpuinfo").read_text()
         date = datetime.fromisoformat(record["date"])
         assert date.utcoffset().total_seconds() == 0 and abs((datetime.now(timezone.utc) - date).total_seconds()) < 3600
     table = pd.read_csv(run / "results.csv")
@@ -181,13 +185,27 @@ def test_version_and_git_commit_outside_a_checkout(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"msbench {msbench.__version__}")
-    (tmp_path / "pyproject.toml").write_text("")
-    assert git_commit(tmp_path) == ""  # not a git checkout: no commit rather than a guess
+    checkout = tmp_path / "checkout"
+    (checkout / "venv" / "site-packages").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "pyproject.toml"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "x"], check=True)
+    head = subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit(checkout) == head
+    (checkout / "pyproject.toml").write_text("changed")
+    git_commit.cache_clear()
+    assert git_commit(checkout) == head + "+dirty"
+    # an installed package that happens to sit inside some repository is not that repository's checkout
+    assert git_commit(checkout / "venv" / "site-packages") == ""
 
 
 def test_time_refuses_a_suite_without_timing_section_and_its_help_names_one_with(tmp_path, capsys):
     suite = tiny_suite(tmp_path)
-    assert main(["time", str(suite), "--out", str(tmp_path / "run")]) == 2
+    empty = tmp_path / "no-data"  # refused before the data is even looked at
+    empty.mkdir()
+    assert main(["time", str(suite), "--data-root", str(empty), "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"error: {suite}: no [timing] section") and len(error.splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before any work
