@@ -213,3 +213,15 @@ def test_time_refuses_a_suite_without_timing_section_and_its_help_names_one_with
     help_text = commands.choices["time"].format_help()
     named = re.findall(r"suites/\w+\.toml", help_text)
     assert named and all("\n[timing]" in (REPO / name).read_text() for name in named)
+
+
+def test_readme_states_the_python_requirement_and_the_system_tools_ci_installs():
+    import tomllib
+
+    readme = (REPO / "README.md").read_text()
+    required = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert required.startswith(">=") and f"Python {required[2:]} or newer is required" in readme
+    ci = (REPO / ".ci" / "run").read_text()
+    readme_tools = re.search(r"apt-get install ((?:[\w.-]+ ?)+)", readme).group(1).split()
+    ci_tools = re.search(r"apt-get install -y -qq ((?:[\w.-]+ ?)+)", ci).group(1).split()
+    assert sorted(readme_tools) == sorted(ci_tools) and "poppler-utils" in ci_tools  # pdffonts
