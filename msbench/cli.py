@@ -61,11 +61,22 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from msbench.provenance import version_line
+class _Version(argparse.Action):
+    """``--version``: asks git for the commit only when the flag is given."""
 
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version (and git commit) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from msbench.provenance import version_line
+
+        print(version_line())
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msbench", description="Benchmark model-stealing defenses against model-stealing attacks.")
-    parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a suite (skips cells already done)", description="Run every cell of a suite and write runs/<suite>/results.csv.")
