@@ -181,7 +181,8 @@ class CellLines:
 
 def short_error(error: str, width: int = 200) -> str:
     """An error's first line, cut to ``width`` characters."""
-    line = (error or "unknown error").strip().splitlines()[0] if (error or "").strip() else "unknown error"
+    text = (error or "").strip()
+    line = text.splitlines()[0] if text else "unknown error"
     return line if len(line) <= width else line[:width - 3] + "..."
 
 
