@@ -173,7 +173,8 @@ class Workspace:
         ctx = AttackContext(
             query_data=lambda: self.role_data(cell.dataset, "surrogate"),
             seed_data=lambda: splits.train, make_clone=self.model_factory(cell.dataset, cell.arch),
-            recipe=settings.recipe, device=self.device, seed=cell.seed, num_classes=spec.num_classes, report=report)
+            recipe=settings.recipe, device=self.device, seed=cell.seed, num_classes=spec.num_classes, report=report,
+            defense="+".join(chain), defense_config=public_settings(chain, links), input_shape=spec.shape)
         torch.manual_seed(cell.seed)
         started = time.perf_counter()
         clone = attack.run(oracle, ctx).eval()
@@ -186,6 +187,18 @@ class Workspace:
                       curve=curve, msbench=msbench.__version__, torch=torch.__version__, device=str(self.device))
         record.update(provenance(self.device))
         return record
+
+
+def public_settings(chain: list[str], links: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each defense link's deployed settings, as a defense-aware attacker is told them: its config
+    with the value benign matching chose. Nothing else of the victim (weights, seed, data)."""
+    settings = {}
+    for name, link in zip(chain, links):
+        config = dict(link["config"])
+        if link.get("tuned"):
+            config[link["tuned"]["name"]] = link["tuned"]["value"]
+        settings[name] = config
+    return settings
 
 
 def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, out: str | Path | None = None,

@@ -32,6 +32,12 @@ class AttackContext:
     num_classes: int
     report: Callable[[int, nn.Module], None] = lambda queries, clone: None
     notes: dict[str, Any] = field(default_factory=dict)  # free-form facts for the record ("stopped early")
+    # The defense chain the attacker faces ("ini+mad") and each link's public settings, as deployed
+    # (benign matching's chosen value included): what a defense-aware attacker (``recovery``) is
+    # told. Never the victim's weights, seeds or training data.
+    defense: str = ""
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) of the victim's queries (DFME's generator)
+    defense_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Attack:
@@ -39,6 +45,7 @@ class Attack:
     has a query ``budget``."""
 
     registered_name: ClassVar[str] = ""
+    label: ClassVar[str] = ""  # the name reports print
     roles: ClassVar[tuple[str, ...]] = ()  # role datasets it queries with: "surrogate"
 
     @dataclass
