@@ -20,7 +20,12 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     frame = run_suite(args.suite, data_root=args.data_root, out=args.out, device=args.device, retry_failed=args.retry_failed,
                       report=not args.no_report, executor=executor, force=args.force)
-    print(summary(frame))
+    print(summary(frame), flush=True)
+    failed = frame.attrs["cells"]["failed"]
+    if failed:  # the run went on past them, but its results are incomplete: say so to scripts too
+        print(f"error: {failed} of {frame.attrs['cells']['planned']} cells failed (summary above); "
+              f"msbench run {args.suite} --retry-failed runs them again", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -60,8 +65,22 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """``--version``: asks git for the commit only when the flag is given."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version (and git commit) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from msbench.provenance import version_line
+
+        print(version_line())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msbench", description="Benchmark model-stealing defenses against model-stealing attacks.")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a suite (skips cells already done)", description="Run every cell of a suite and write runs/<suite>/results.csv.")
@@ -80,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     timing = commands.add_parser("time", help="time each defense's deployed API (inference cost)",
-                                 description="Time each defense of a suite (its [timing] section) and write runs/<suite>/timing.csv.")
-    timing.add_argument("suite", type=Path, help="suite TOML file, e.g. suites/smoke.toml")
+                                 description="Time what a suite's [timing] section names and write runs/<suite>/timing.csv; "
+                                             "a suite without a [timing] section is refused (docs/performance.md).")
+    timing.add_argument("suite", type=Path, help="suite TOML file with a [timing] section, e.g. suites/quick.toml")
     timing.add_argument("--data-root", type=Path, default=None, help="dataset folder (default: $MSBENCH_DATA, else ~/.cache/msbench/data)")
     timing.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<suite name>)")
     timing.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the suite's run.device)")
@@ -101,9 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from msbench.logs import console
+
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with console():  # the run's log records, line by line on stdout
+            return args.handler(args)
     except InputError as bad:  # a bad suite, data file or run directory: one line, nothing started
         print(f"msbench: {bad}", file=sys.stderr)
         return 2

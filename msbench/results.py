@@ -23,10 +23,11 @@ log = logging.getLogger("msbench")
 
 RESULT_COLUMNS = ["dataset", "arch", "defense", "setting", "attack", "label_mode", "seed", "budget", "queries", "benign_acc",
                   "clone_acc", "relative_perf", "fidelity", "distortion_queries", "distortion_test", "status", "error",
-                  "surrogate", "tuned", "victim_seconds", "attack_seconds", "notes", "msbench", "torch", "device", "cell_id"]
+                  "surrogate", "tuned", "victim_seconds", "attack_seconds", "notes", "msbench", "git_commit", "torch", "device", "device_model", "threads", "host",
+                  "date", "cell_id"]
 CURVE_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "clone_acc"]
 _TEXT, _COUNT, _NUMBER = "string", "Int64", "float64"
-RESULT_DTYPES = {**{c: _TEXT for c in RESULT_COLUMNS}, "seed": _COUNT, "budget": _COUNT, "queries": _COUNT,
+RESULT_DTYPES = {**{c: _TEXT for c in RESULT_COLUMNS}, "seed": _COUNT, "budget": _COUNT, "queries": _COUNT, "threads": _COUNT,
                  **{c: _NUMBER for c in ("setting", "benign_acc", "clone_acc", "relative_perf", "fidelity", "distortion_queries",
                                     "distortion_test", "victim_seconds", "attack_seconds")}}
 CURVE_DTYPES = {**{c: _TEXT for c in CURVE_COLUMNS}, "seed": _COUNT, "queries": _COUNT, "clone_acc": _NUMBER}

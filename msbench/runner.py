@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import torch
@@ -29,10 +30,12 @@ from msbench.defenses import VictimContext, load_cached_victim, save_victim
 from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
 from msbench.executors import Executor, Job, make_executor
 from msbench.executors.base import forget_workspaces
+from msbench.logs import CellLines, failure_summary, start_line, teller
 from msbench.models import build_model
 from msbench.fingerprint import fingerprint
 from msbench.oracle import Oracle, QueryLedger, check_probabilities
 from msbench.progress import progress
+from msbench.provenance import provenance
 from msbench.registry import ATTACKS, DEFENSES
 from msbench.io import DiskError, RunLock, make_dirs, write_atomic
 from msbench.results import RecordStore, results_frame, write_tables
@@ -281,6 +284,7 @@ class Workspace:
                       distortion_queries=meter.mean if meter is not None else float("nan"), distortion_test=distortion_test,
                       attack_seconds=time.perf_counter() - started, notes=json.dumps(ctx.notes) if ctx.notes else "",
                       curve=curve, msbench=msbench.__version__, torch=torch.__version__, device=str(self.device))
+        record.update(provenance(self.device))
         return record
 
     def attack_role(self, dataset: str, attack: Any, role: str) -> Any:
@@ -305,15 +309,30 @@ def public_settings(chain: list[str], links: list[dict[str, Any]]) -> dict[str, 
 
 
 def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, out: str | Path | None = None,
-              device: str | None = None, retry_failed: bool = False, echo=print, report: bool = True,
-              report_dir: str | Path | None = None, executor: str | Executor = "local", force: bool = False) -> pd.DataFrame:
+              device: str | None = None, retry_failed: bool = False, echo: Callable[[str], Any] | None = None,
+              report: bool = True, report_dir: str | Path | None = None, executor: str | Executor = "local",
+              force: bool = False) -> pd.DataFrame:
     """Run every cell of a suite not already done; returns the results table (also in results.csv).
+
+    A cell that fails (an exception while training its victim, attacking or evaluating) does not
+    stop the run and does not raise: it is a row with ``status == "failed"`` and its ``error`` (the
+    record file keeps the traceback), it is not done, and a later run leaves it alone unless
+    ``retry_failed``. ``frame.attrs["cells"]`` counts the suite's cells (``planned``, ``done``,
+    ``failed``, ``pending``); ``msbench run`` exits 1 when ``failed`` is not 0. ``force``
+    recomputes every cell and retrains every victim of the suite, done or not.
+
+    Messages (a start line, one line per finished cell with its clone accuracy, seconds and the
+    ETA, failures, a summary of them) go to the ``msbench`` logger, are appended with UTC
+    timestamps to ``<run dir>/run.log``, and go to ``echo`` when given; with neither ``echo`` nor
+    a logging configuration, to stdout (see ``msbench.logs``).
 
     ``executor``: ``"local"`` (this process), ``"ray"`` (a Ray cluster: ``RAY_ADDRESS``, else a local
     one), or an ``Executor`` such as ``RayExecutor(address=..., gpus_per_task=1)``. With ``report``
     (default), renders the report from the run's tables into ``report_dir`` (default
     ``reports/<suite name>``); a failed rendering only warns, the results stay in the run dir.
-    ``force`` recomputes every cell and retrains every victim of the suite, done or not.
+
+    Every input is checked before any work (suite values, data files, the device, the run
+    directory); a second run on the same run directory stops at once (``RunLock``).
     """
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     root = Path(data_root) if data_root else default_data_root()
@@ -331,6 +350,7 @@ def _run_locked(suite: Suite, root: Path, run_dir: Path, device: str | None, ret
                 report_dir: str | Path | None, executor: Executor, force: bool) -> pd.DataFrame:
     write_atomic(run_dir / "suite.json", json.dumps(suite.resolved(), indent=1, default=str))
     store = RecordStore(run_dir)
+    tell = teller(run_dir, echo)
     cells = [(cell, cell_key(suite, cell)) for cell in expand(suite)]
     by_id = {cell_id: cell for cell, cell_id in cells}
     done = {cell_id: record for cell_id in by_id if (record := store.get(cell_id)) is not None}  # read once; kept current
@@ -341,10 +361,7 @@ def _run_locked(suite: Suite, root: Path, run_dir: Path, device: str | None, ret
     todo = [(cell, cell_id) for cell, cell_id in cells
             if force or cell_id not in done or (retry_failed and done[cell_id].get("status") != "ok")]
     where = resolve_device(device or suite.run.device) if executor.in_process else f"the {executor.name} executor"
-    if not todo:
-        echo(f"{suite.name}: all {len(cells)} cells are done; nothing to recompute ({run_dir})")
-    else:
-        echo(f"{suite.name}: {len(cells) - len(todo)} of {len(cells)} cells done; running {len(todo)} on {where}")
+    tell(start_line(suite.name, len(cells), {} if force else done, len(todo), where, run_dir))
     job = Job(suite, root.resolve(), run_dir.resolve(), device)
     if force:
         forget_victims(job, [cell for cell, _ in todo])
@@ -352,16 +369,16 @@ def _run_locked(suite: Suite, root: Path, run_dir: Path, device: str | None, ret
         if todo:
             with progress(total=len(todo), desc="cells", unit="cell", leave=True) as bar:
                 stream = executor.records(job, todo, on_start=lambda cell: bar.set_description(cell.label()))
+                lines = CellLines(len(todo), tell)
                 try:
                     for record in stream:
                         store.put(record)
                         done[record["cell_id"]] = record
                         write_tables(run_dir, finished())
-                        if record["status"] != "ok":
-                            echo(f"cell {by_id[record['cell_id']].label()} failed: {record['error']}")
+                        lines.finished(by_id[record["cell_id"]].label(), record)
                         bar.update(1)
                 except KeyboardInterrupt:
-                    echo(f"interrupted; finished cells are saved in {run_dir}")
+                    tell(f"interrupted; finished cells are saved in {run_dir}", logging.WARNING)
                     raise
                 finally:
                     if hasattr(stream, "close"):  # a generator: lets the executor cancel work still queued
@@ -372,19 +389,25 @@ def _run_locked(suite: Suite, root: Path, run_dir: Path, device: str | None, ret
             from msbench.timing import time_suite
             try:
                 executor.call(time_suite, suite, job.data_root, job.run_dir, device, reuse=True,
-                              **({"echo": echo} if executor.in_process else {}))
+                              **({"echo": tell} if executor.in_process else {}))
             except Exception as failure:  # the attack results are already safe; `msbench time` can retry
-                echo(f"warning: timing stage failed ({type(failure).__name__}: {failure}); results are in {run_dir}")
+                tell(f"warning: timing stage failed ({type(failure).__name__}: {failure}); results are in {run_dir}", logging.WARNING)
     finally:
         executor.close()
     if report:
         try:
             from msbench.report import render_report
             target = render_report(run_dir, out=Path(report_dir) if report_dir else Path("reports") / suite.name)
-            echo(f"report: {target / 'index.html'}")
+            tell(f"report: {target / 'index.html'}")
         except Exception as failure:  # the results are safe on disk; `msbench report` can retry
-            echo(f"warning: report not rendered ({type(failure).__name__}: {failure}); results are in {run_dir}")
-    return results_frame(records)
+            tell(f"warning: report not rendered ({type(failure).__name__}: {failure}); results are in {run_dir}", logging.WARNING)
+    failed = [(by_id[r["cell_id"]].label(), r.get("error", "")) for r in records if r.get("status") != "ok"]
+    for line in failure_summary(failed, len(cells), run_dir):
+        tell(line, logging.WARNING)
+    frame = results_frame(records)
+    frame.attrs["cells"] = {"planned": len(cells), "done": len(records) - len(failed), "failed": len(failed),
+                            "pending": len(cells) - len(records)}
+    return frame
 
 
 def forget_victims(job: Job, cells: list[Cell]) -> None:

@@ -5,7 +5,6 @@ what was expected; misspelt plugin names get the nearest registered name as a su
 """
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import tomllib
@@ -19,6 +18,7 @@ import msbench.models  # noqa: F401
 from msbench.config import SuiteError, as_dict, build, coerce, unknown_key
 from msbench.data import ROLES, DataError, DatasetSpec, MissingDataError, default_data_root, file_dataset, load_split
 from msbench.oracle import LABEL_MODES
+from msbench.plugin_modules import import_plugins
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, UnknownPluginError
 from msbench.training import CLONE_RECIPE, Recipe
 
@@ -211,9 +211,9 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
         if key not in TOP_LEVEL and key not in EXTRA_SECTIONS:
             raise unknown_key(file, "", key, sorted(TOP_LEVEL | set(EXTRA_SECTIONS)))
     plugins = coerce(raw.get("plugins", []), list[str], file, "plugins")
-    for i, module in enumerate(plugins):
+    for i, module in enumerate(plugins):  # from the suite file's folder first, then sys.path
         try:
-            importlib.import_module(module)
+            import_plugins([module], path.parent if path else None)
         except Exception as failure:  # a plugin may fail to import in any way: name it, not a traceback
             raise SuiteError(file, f"plugins[{i}]", f"cannot import plugin '{module}' ({type(failure).__name__}: {failure})") from None
 

@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # imported lazily at run time: suite.py imports this module
 INPUT_KINDS = ("random", "id", "ood")
 VICTIM_SOURCES = ("auto", "suite", "short")
 TIMING_VICTIMS = "timing_victims"  # sub-folder of the run directory for short-recipe victims
+NO_TIMING = ("no [timing] section, so nothing is chosen to time: add one naming the defenses, archs, batch sizes "
+             "and repeats to measure (docs/performance.md; suites/quick.toml has one)")
 RANDOM_POOL = 1024  # distinct random images cycled through by the timed calls
 COLUMNS = ["defense", "arch", "dataset", "input", "batch_size", "repeats", "warmup", "total_seconds", "ms_per_query",
            "ms_per_image", "slowdown", "cost_model", "implementation", "victim_source", "victim_recipe", "victim_trained",
@@ -327,6 +329,8 @@ def time_suite(suite: "str | Path | Suite", data_root: str | Path | None = None,
                reuse: bool = False) -> pd.DataFrame:
     """Time every defense composition x arch x batch size x input kind; writes ``<run dir>/timing.csv``.
 
+    The suite must have a ``[timing]`` section (else SuiteError, before any work): timing costs
+    from seconds to hours depending on what is timed, so what to time is the suite's explicit choice.
     Returns the table (one row per measurement, ``slowdown`` relative to Vanilla of the same arch,
     batch size and input kind) and prints it with the cost model beside each measurement. With
     ``reuse`` (what ``run_suite`` asks), an existing table measured with the same settings, victims,
@@ -340,6 +344,8 @@ def time_suite(suite: "str | Path | Suite", data_root: str | Path | None = None,
     from msbench.suite import Suite, check_data, load_suite
 
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
+    if "timing" not in suite.raw:
+        raise SuiteError(str(suite.path), "", NO_TIMING)
     plan = make_plan(suite)
     options = plan.options
     root = Path(data_root) if data_root else default_data_root()

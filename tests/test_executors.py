@@ -61,7 +61,8 @@ def test_ray_run_gives_the_local_tables_and_resumes_with_either(tmp_path, mnist_
                                     executor=RayExecutor(cpus_per_task=1))
     assert "on the ray executor" in lines[0]
     assert set(distributed.status) == {"ok", "failed"} and (distributed[distributed.defense == "nan"].status == "failed").all()
-    assert sum("failed" in line for line in lines) == 2  # the broken defense's two cells, each reported once
+    assert sum(line.startswith("cell ") and " failed: " in line for line in lines) == 2  # the broken defense's two cells, each once
+    assert "2 of 6 cells failed:" in lines  # and summed up at the end
     # the same figures, bit for bit, and the same artifacts
     key = ["defense", "label_mode"]
     local, distributed = local.sort_values(key).reset_index(drop=True), distributed.sort_values(key).reset_index(drop=True)
