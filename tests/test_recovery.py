@@ -95,7 +95,7 @@ def test_nothing_to_restore_without_an_output_defense(one_thread, mnist, monkeyp
     oracle = Oracle(base, "soft", 200, 10)
     attack, ctx = run(oracle, pool, "vanilla", {"vanilla": {}})
     assert attack.restorer is None and "KnockoffNets" in ctx.notes["recovery"]
-    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(0))[:200]
+    order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed_for("recovery.queries")))[:200]
     with torch.no_grad():
         torch.testing.assert_close(targets[-1], base(pool.images[order].float().div(255.0)))  # the raw answers
 

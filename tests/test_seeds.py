@@ -6,13 +6,22 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import msbench
 import msbench.runner
+from msbench.attacks.activethief import ActiveThief
 from msbench.attacks.base import AttackContext
-from msbench.defenses.base import VictimContext
-from msbench.seeds import derive_seed
+from msbench.attacks.dfme import DFME
+from msbench.attacks.knockoff_avg import KnockoffAveraged
+from msbench.attacks.recovery import Recovery
+from msbench.data import ImageData
+from msbench.defenses.base import Softmax, VictimContext
+from msbench.models import build_model
+from msbench.oracle import Oracle
+from msbench.seeds import build_seeded, derive_seed
+from msbench.training import Recipe
 from tests.conftest import tiny_suite
 
 WHO = {("msbench.defenses.ini", "build"): "victim", ("msbench.defenses.ini", "fit"): "ini surrogate",
@@ -86,6 +95,51 @@ def test_every_stream_of_a_run_has_its_own_seed(tmp_path, mnist_root, monkeypatc
     purposes = {purpose for _, purpose in asked}
     assert {"victim", "ini.surrogate", "mad.surrogate", "ini.train", "vanilla.train", "attack", "clone",
             "knockoff.queries"} <= purposes
+    pairs = asked | {(seed, purpose) for seed in range(50) for purpose in purposes}
+    assert len({derive_seed(seed, purpose) for seed, purpose in pairs}) == len(pairs)
+
+
+SHAPE = (1, 28, 28)
+PLUGIN_RUNS = {  # attack, its settings, the defense chain it is told, and the streams it must ask for
+    "activethief": (ActiveThief, dict(budget=40, strategy="random", rounds=2, initial_fraction=0.25), "",
+                    {"activethief.pool", "activethief.picks", "activethief.train", "clone"}),
+    "knockoff-avg": (KnockoffAveraged, dict(budget=40, copies=2, curve=[20]), "",
+                     {"knockoff-avg.queries", "knockoff-avg.perturbations", "knockoff-avg.train", "clone"}),
+    "dfme": (DFME, dict(budget=48, batch_size=8, clone_steps=1, nz=16, ngf=8), "",
+             {"dfme.generator", "dfme.noise", "dfme.probes", "clone"}),
+    "recovery": (Recovery, dict(budget=40, pairs=10, shadow_draws=2, shadow_epochs=1, restorer_epochs=2), "random_noise+mad",
+                 {"recovery.queries", "recovery.train", "recovery.shadow", "recovery.shadow.train",
+                  "recovery.shadow_defense.draw0", "recovery.shadow_defense.draw1", "recovery.restorer",
+                  "recovery.restorer.train", "clone", "random_noise.answers", "mad.surrogate", "mad.build", "mad.fit"}),
+}
+
+
+def make_model() -> torch.nn.Module:
+    return build_model("smallcnn", SHAPE, 10, (0.1307,), (0.3081,))
+
+
+@pytest.mark.parametrize("name", PLUGIN_RUNS)
+def test_attack_plugins_draw_only_from_their_named_streams(name, monkeypatch, one_thread):
+    """Each attack's clone depends on its own seed only, not on torch's global generator, and each
+    of its random streams (and the shadow defenses' it builds) has a seed of its own."""
+    attack, settings, defense, streams = PLUGIN_RUNS[name]
+    asked: set[tuple[int, str]] = set()
+    for owner in (VictimContext, AttackContext):
+        real = owner.seed_for
+        monkeypatch.setattr(owner, "seed_for", lambda self, purpose, real=real: (asked.add((self.seed, purpose)), real(self, purpose))[1])
+    images = torch.randint(0, 256, (100, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    pool = ImageData(images, torch.zeros(100, dtype=torch.long)).unlabeled()
+    victim = Softmax(build_seeded(make_model, 0)).eval()
+    clones = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # whatever state torch's global generator is in
+        ctx = AttackContext(query_data=lambda: pool, seed_data=lambda: pool, make_clone=make_model,
+                            recipe=Recipe(epochs=1, batch_size=16), device=torch.device("cpu"), seed=7, num_classes=10,
+                            defense=defense, input_shape=SHAPE)
+        clones.append(attack(attack.Config(**settings)).run(Oracle(victim, "soft", settings["budget"], 10), ctx).state_dict())
+    assert all(torch.equal(clones[0][k], clones[1][k]) for k in clones[0])
+    purposes = {purpose for _, purpose in asked}
+    assert streams <= purposes, streams - purposes
     pairs = asked | {(seed, purpose) for seed in range(50) for purpose in purposes}
     assert len({derive_seed(seed, purpose) for seed, purpose in pairs}) == len(pairs)
 

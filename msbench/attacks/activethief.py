@@ -109,7 +109,7 @@ class ActiveThief(Attack):
         if problem:
             raise ValueError(f"activethief.{problem[0]}: {problem[1]}")
         pool = ctx.query_data()
-        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed))
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed_for("activethief.pool")))
         if config.pool_size is not None:
             order = order[:config.pool_size]
         images = pool.images[order]
@@ -117,7 +117,7 @@ class ActiveThief(Attack):
         if budget < config.budget:
             ctx.notes["budget_capped"] = f"pool of {len(images)} images or {oracle.remaining} queries left; used {budget}"
         sizes = round_sizes(budget, config.initial_fraction, config.rounds)
-        picker = torch.Generator().manual_seed(ctx.seed + 1)  # the random strategy's draws
+        picker = torch.Generator().manual_seed(ctx.seed_for("activethief.picks"))  # the random strategy's draws
         labelled = torch.arange(sizes[0])  # the pool is already shuffled: its first images are a random set
         unlabelled = torch.ones(len(images), dtype=torch.bool)
         unlabelled[labelled] = False
@@ -145,8 +145,10 @@ class ActiveThief(Attack):
         return clone
 
     def train(self, images: torch.Tensor, answers: torch.Tensor, oracle: Oracle, ctx: AttackContext, round_: int) -> nn.Module:
-        """A fresh clone on every answer so far, reported for the budget curve."""
-        clone = fit(ctx.make_clone(), images, training_targets(answers, oracle.label_mode), ctx.recipe, device=ctx.device,
-                    seed=ctx.seed, desc=f"activethief round {round_} ({len(images)} queries)")
+        """A fresh clone on every answer so far, reported for the budget curve. Every round's clone
+        starts from the same initialisation and shuffle stream (as KnockoffNets' budget-curve
+        clones do), so rounds differ only in the queries they were trained on."""
+        clone = fit(ctx.new_clone(), images, training_targets(answers, oracle.label_mode), ctx.recipe, device=ctx.device,
+                    seed=ctx.seed_for("activethief.train"), desc=f"activethief round {round_} ({len(images)} queries)")
         ctx.report(oracle.queries, clone)
         return clone

@@ -52,6 +52,7 @@ from torch import nn
 from msbench.attacks.base import Attack, AttackContext, oracle_targets
 from msbench.oracle import Oracle
 from msbench.registry import register_attack
+from msbench.seeds import build_seeded
 
 LOG_FLOOR = 1e-8
 MILESTONES = (0.1, 0.3, 0.5)
@@ -166,17 +167,18 @@ class DFME(Attack):
             ctx.notes["unspent"] = f"{config.budget - iterations * cost} queries unspent (an iteration costs {cost})"
         if oracle.label_mode == "hard":
             ctx.notes["hard_labels"] = "DFME needs probabilities; on one-hot answers its generator gets almost no signal"
-        clone = ctx.make_clone().to(device)
+        clone = ctx.new_clone().to(device)
         if ctx.input_shape is None:
             raise ValueError("dfme: the attack context gives no input shape for the generator's images")
-        generator_net = self._generator(ctx.input_shape, ctx).to(device)
+        shape = ctx.input_shape
+        generator_net = build_seeded(lambda: Generator(shape, config.nz, config.ngf), ctx.seed_for("dfme.generator")).to(device)
         clone_opt = torch.optim.SGD(clone.parameters(), lr=config.lr_clone, momentum=0.9, weight_decay=5e-4)
         gen_opt = torch.optim.Adam(generator_net.parameters(), lr=config.lr_generator)
         milestones = sorted({max(1, int(f * iterations)) for f in MILESTONES})
         schedules = [torch.optim.lr_scheduler.MultiStepLR(o, milestones, LR_SCALE)
                      for o in (clone_opt, gen_opt)[:1 + (config.generator_steps > 0)]]
-        noise = torch.Generator().manual_seed(ctx.seed + 1)  # z draws
-        probes = torch.Generator().manual_seed(ctx.seed + 2)  # forward-difference directions
+        noise = torch.Generator().manual_seed(ctx.seed_for("dfme.noise"))  # z draws
+        probes = torch.Generator().manual_seed(ctx.seed_for("dfme.probes"))  # forward-difference directions
         next_report = config.report_every or math.inf
 
         def oracle_logits(images: torch.Tensor) -> torch.Tensor:
@@ -221,8 +223,3 @@ class DFME(Attack):
         clone.eval()
         ctx.report(oracle.queries, clone)
         return clone
-
-    def _generator(self, shape: tuple[int, int, int], ctx: AttackContext) -> Generator:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(ctx.seed + 3)
-            return Generator(shape, self.config.nz, self.config.ngf)

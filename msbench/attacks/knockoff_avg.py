@@ -103,19 +103,19 @@ class KnockoffAveraged(Attack):
         if distinct * config.copies < config.budget:
             ctx.notes["unspent"] = f"{config.budget - distinct * config.copies} queries unspent"
         ctx.notes["distinct_images"] = distinct
-        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed))[:distinct]
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed_for("knockoff-avg.queries")))[:distinct]
         queries = pool.images[order]
-        noise = torch.Generator().manual_seed(ctx.seed + 1)  # the perturbations' own stream
+        noise = torch.Generator().manual_seed(ctx.seed_for("knockoff-avg.perturbations"))
         targets = training_targets(averaged_answers(oracle, queries, config.copies, config.sigma, config.shift, noise,
                                                     ctx.device), oracle.label_mode)
         for size in sorted(s for s in config.curve if s < distinct * config.copies):
             images = size // config.copies
             if images == 0:
                 continue
-            clone = fit(ctx.make_clone(), queries[:images], targets[:images], ctx.recipe, device=ctx.device,
-                        seed=ctx.seed, desc=f"knockoff-avg clone @{size}")
+            clone = fit(ctx.new_clone(), queries[:images], targets[:images], ctx.recipe, device=ctx.device,
+                        seed=ctx.seed_for("knockoff-avg.train"), desc=f"knockoff-avg clone @{size}")
             ctx.report(images * config.copies, clone)
-        clone = fit(ctx.make_clone(), queries, targets, ctx.recipe, device=ctx.device, seed=ctx.seed,
+        clone = fit(ctx.new_clone(), queries, targets, ctx.recipe, device=ctx.device, seed=ctx.seed_for("knockoff-avg.train"),
                     desc=f"knockoff-avg clone ({oracle.label_mode})")
         ctx.report(oracle.queries, clone)
         return clone

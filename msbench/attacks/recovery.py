@@ -60,9 +60,9 @@ from msbench.data import DatasetSpec, ImageData
 from msbench.defenses import Softmax, VictimContext
 from msbench.oracle import Oracle
 from msbench.registry import DEFENSES, register_attack
+from msbench.seeds import build_seeded, seeded
 from msbench.training import fit
 
-SHADOW_SEED_OFFSET = 1_000_003  # the attacker's shadow defense is its own random draw, not the defender's
 LOG_FLOOR = 1e-6
 
 
@@ -87,16 +87,14 @@ def l1_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().sum(dim=1).mean().item()
 
 
-def train_restorer(defended: torch.Tensor, clean: torch.Tensor, hidden: int, epochs: int, lr: float, batch_size: int,
-                   generator: torch.Generator, permute: bool = True) -> Restorer:
-    """Fit R minimising mean ||R(d) - c||_1 over the shadow pairs (Adam, shuffled mini-batches).
+def train_restorer(restorer: Restorer, defended: torch.Tensor, clean: torch.Tensor, epochs: int, lr: float,
+                   batch_size: int, generator: torch.Generator, permute: bool = True) -> Restorer:
+    """Fit R in place, minimising mean ||R(d) - c||_1 over the shadow pairs (Adam, mini-batches
+    shuffled by ``generator``).
 
     With ``permute``, each batch's pairs have their classes relabelled by one random permutation
     (the same for d and c): the defense treats classes alike over its random secrets, and a
     restorer that keyed on class identity would learn the shadow draws' secrets instead."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(2 ** 31, (1,), generator=generator)))
-        restorer = Restorer(clean.shape[1], hidden)
     optimizer = torch.optim.Adam(restorer.parameters(), lr=lr)
     for _ in range(epochs):
         order = torch.randperm(len(clean), generator=generator)
@@ -168,7 +166,7 @@ class Recovery(Attack):
         budget = min(config.budget, len(pool), oracle.remaining)
         if budget < config.budget:
             notes["budget_capped"] = f"surrogate set has {len(pool)} images or the oracle {oracle.remaining} queries; used {budget}"
-        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed))
+        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed_for("recovery.queries")))
         queries = pool.images[order[:budget]]
         answers = oracle_targets(oracle, queries, ctx.device)
 
@@ -189,22 +187,19 @@ class Recovery(Attack):
                 targets = restored
         targets = training_targets(targets, oracle.label_mode)
         for size in sorted(s for s in config.curve if s < budget):
-            clone = fit(ctx.make_clone(), queries[:size], targets[:size], ctx.recipe, device=ctx.device, seed=ctx.seed,
-                        desc=f"recovery clone @{size}")
+            clone = fit(ctx.new_clone(), queries[:size], targets[:size], ctx.recipe, device=ctx.device,
+                        seed=ctx.seed_for("recovery.train"), desc=f"recovery clone @{size}")
             ctx.report(size, clone)
-        clone = fit(ctx.make_clone(), queries, targets, ctx.recipe, device=ctx.device, seed=ctx.seed,
+        clone = fit(ctx.new_clone(), queries, targets, ctx.recipe, device=ctx.device, seed=ctx.seed_for("recovery.train"),
                     desc=f"recovery clone ({oracle.label_mode})")
         ctx.report(oracle.queries, clone)
         return clone
 
     def shadow_victim(self, queries: torch.Tensor, labels: torch.Tensor, ctx: AttackContext) -> nn.Module:
         """softmax(S): the attacker's stand-in for the victim's base, trained on its answered queries' top-1."""
-        seed = ctx.seed + SHADOW_SEED_OFFSET
         epochs = ctx.recipe.epochs if self.config.shadow_epochs is None else self.config.shadow_epochs
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = ctx.make_clone()
-        fit(model, queries, labels, ctx.recipe.with_(epochs=epochs), device=ctx.device, seed=seed,
+        model = ctx.new_clone("recovery.shadow")  # not the clone's initialisation
+        fit(model, queries, labels, ctx.recipe.with_(epochs=epochs), device=ctx.device, seed=ctx.seed_for("recovery.shadow.train"),
             desc="recovery shadow victim")
         clean = Softmax(model).eval()
         for parameter in clean.parameters():
@@ -215,8 +210,11 @@ class Recovery(Attack):
                        outputs: list[str], draw: int, ctx: AttackContext) -> nn.Module:
         """The chain's output defenses built by their plugins around the shadow victim, with the
         deployed settings and the attacker's own seed for this draw (a fresh MAD surrogate, AM
-        misinformation model...): the defender's secrets are unknown, so the restorer learns over several."""
-        seed = ctx.seed + SHADOW_SEED_OFFSET + 1 + draw
+        misinformation model...): the defender's secrets are unknown, so the restorer learns over several.
+
+        The plugins draw their streams from the draw's seed (``vctx.seed_for``) as the runner's
+        victims do from the cell's, and run under the same seeded, forked global generators."""
+        seed = ctx.seed_for(f"recovery.shadow_defense.draw{draw}")
         shape = tuple(queries.shape[1:])
         spec = DatasetSpec("attacker-shadow", shape, ctx.num_classes, (0.0,) * shape[0], (1.0,) * shape[0],
                            load=lambda root, split: None)
@@ -229,9 +227,9 @@ class Recovery(Attack):
             plugin = DEFENSES.get(name)
             settings = ctx.defense_config.get(name, {})
             defense = plugin(plugin.Config(**settings))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with seeded(vctx.seed_for(f"{name}.build")):
                 defended = defense.build(defended, vctx).to(ctx.device)
+            with seeded(vctx.seed_for(f"{name}.fit")):
                 defense.fit(defended, vctx)
             if plugin.tunable and plugin.tunable in settings:
                 setattr(defended, plugin.tunable, settings[plugin.tunable])
@@ -260,8 +258,9 @@ class Recovery(Attack):
         defended = torch.cat([defended[:, :held].flatten(0, 1), defended[:, held:].flatten(0, 1)])
         clean = torch.cat([clean[:, :held].flatten(0, 1), clean[:, held:].flatten(0, 1)])
         held *= config.shadow_draws
-        generator = torch.Generator().manual_seed(ctx.seed + SHADOW_SEED_OFFSET + 1)
-        restorer = train_restorer(defended[held:], clean[held:], config.hidden, config.restorer_epochs, config.restorer_lr,
+        restorer = build_seeded(lambda: Restorer(clean.shape[1], config.hidden), ctx.seed_for("recovery.restorer"))
+        generator = torch.Generator().manual_seed(ctx.seed_for("recovery.restorer.train"))
+        restorer = train_restorer(restorer, defended[held:], clean[held:], config.restorer_epochs, config.restorer_lr,
                                   config.restorer_batch_size, generator, config.permute)
         self.restorer = restorer
         with torch.no_grad():

@@ -5,9 +5,11 @@
 so ||answer - y||_1 = epsilon (1 - y_j) <= epsilon. Any perturbation defense should beat it at the
 same epsilon and benign accuracy.
 
-The class j is drawn from ``noise_generator``, a CPU generator seeded from the victim's seed;
-``restart_randomness()`` puts it back to that seed, which the runner does before each attack so a
-cell's answers do not depend on what was asked of the victim before (benign matching, test set).
+The class j is drawn from ``noise_generator``, a CPU generator seeded from the defense's own
+stream ``ctx.seed_for("random_noise.answers")`` (not the cell's seed, from which every other
+stream derives); ``restart_randomness()`` puts it back to that seed, which the runner does before
+each attack so a cell's answers do not depend on what was asked of the victim before (benign
+matching, test set).
 """
 from __future__ import annotations
 
@@ -68,4 +70,4 @@ class RandomNoise(OutputDefense):
         return None
 
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
-        return RandomNoiseVictim(base, self.config.epsilon, ctx.seed)
+        return RandomNoiseVictim(base, self.config.epsilon, ctx.seed_for("random_noise.answers"))
