@@ -74,7 +74,7 @@ def test_plugin_next_to_the_suite_imports_from_another_working_directory(tmp_pat
     suite = load_suite(Path("..") / "suites" / suite_file.name)  # a relative path, from another folder
     assert defense in suite.defenses and sys.modules[module].__file__ == str((folder / f"{module}.py").resolve())
     assert sys.path == path_before  # the suite's folder is searched only while its plugins are imported
-    with pytest.raises(SuiteError, match=r"plugins\[0\]: cannot import 'no_such_plugin'"):
+    with pytest.raises(SuiteError, match=r"plugins\[0\]: cannot import plugin 'no_such_plugin'"):
         load_suite(tiny_suite(folder, "missing.toml", plugins=["no_such_plugin"]))
 
 
