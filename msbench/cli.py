@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
     print(summary(frame), flush=True)
     failed = frame.attrs["cells"]["failed"]
     if failed:  # the run went on past them, but its results are incomplete: say so to scripts too
-        print(f"error: {failed} of {frame.attrs['cells']['planned']} cells failed (summary above); "
+        print(f"msbench: {failed} of {frame.attrs['cells']['planned']} cells failed (summary above); "
               f"msbench run {args.suite} --retry-failed runs them again", file=sys.stderr)
         return 1
     return 0
@@ -32,9 +32,12 @@ def _run(args: argparse.Namespace) -> int:
 def _time(args: argparse.Namespace) -> int:
     from msbench.io import RunLock
     from msbench.suite import load_suite
-    from msbench.timing import time_suite
+    from msbench.suite import SuiteError
+    from msbench.timing import NO_TIMING, time_suite
 
     suite = load_suite(args.suite)
+    if "timing" not in suite.raw:  # refused before the run directory is made or locked
+        raise SuiteError(str(suite.path), "", NO_TIMING)
     with RunLock(args.out or Path("runs") / suite.name):  # timing writes victims and timing.csv into the run dir
         time_suite(suite, data_root=args.data_root, out=args.out, device=args.device)
     return 0

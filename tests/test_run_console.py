@@ -110,7 +110,7 @@ def test_run_without_a_terminal_logs_each_cell_as_it_finishes_and_exits_1_on_fai
     assert "4 of 8 cells failed:" in lines
     assert [line for line in lines if line.startswith("  4 x NotProbabilities")]
     assert any(line.startswith("fix the cause") and "--retry-failed" in line for line in lines)
-    assert error.strip().splitlines() == [f"error: 4 of 8 cells failed (summary above); msbench run "
+    assert error.strip().splitlines() == [f"msbench: 4 of 8 cells failed (summary above); msbench run "
                                           f"{Path('..') / 'suites' / suite_file.name} --retry-failed runs them again"]
     log = (run / "run.log").read_text().splitlines()
     assert all(re.match(STAMP + " ", line) for line in log)
@@ -207,7 +207,7 @@ def test_time_refuses_a_suite_without_timing_section_and_its_help_names_one_with
     empty.mkdir()
     assert main(["time", str(suite), "--data-root", str(empty), "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"error: {suite}: no [timing] section") and len(error.splitlines()) == 1
+    assert error.startswith(f"msbench: {suite}: no [timing] section") and len(error.splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before any work
     commands = next(a for a in build_parser()._actions if a.dest == "command")
     help_text = commands.choices["time"].format_help()

@@ -17,7 +17,7 @@ from msbench.attacks.dfme import DFME
 from msbench.attacks.knockoff_avg import KnockoffAveraged
 from msbench.attacks.recovery import Recovery
 from msbench.data import ImageData
-from msbench.defenses.base import Softmax, VictimContext
+from msbench.defenses.base import Softmax, VictimContext, read_checkpoint
 from msbench.models import build_model
 from msbench.oracle import Oracle
 from msbench.seeds import build_seeded, derive_seed
@@ -73,7 +73,7 @@ def test_victim_ini_surrogate_and_clone_start_apart_and_the_seed_reproduces(tmp_
     for who, states in before.items():
         assert all(torch.equal(states[0][k], built[who][0][k]) for k in states[0]), who
     [a], [b] = (list((tmp_path / run / "victims").glob("*.pt")) for run in ("a", "b"))
-    state_a, state_b = (torch.load(p, weights_only=True)["state"] for p in (a, b))
+    state_a, state_b = (read_checkpoint(p)["state"] for p in (a, b))
     assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
     assert first.clone_acc.tolist() == second.clone_acc.tolist() and first.fidelity.tolist() == second.fidelity.tolist()
 

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from msbench.defenses.base import read_checkpoint
 from torch import nn
 
 import msbench
@@ -159,7 +161,7 @@ def test_other_archs_get_short_recipe_victims_in_their_own_folder(tmp_path, synt
     assert (frame.arch == linear_arch).all() and (frame.input == "ood").all()
     assert (frame.victim_source == "timing").all()
     assert (frame.victim_recipe == "timing: epochs=2, batch_size=16, train_subset=64").all()
-    victims = [torch.load(p, weights_only=True)["info"] for p in (out / "timing_victims" / "victims").glob("*.pt")]
+    victims = [read_checkpoint(p)["info"] for p in (out / "timing_victims" / "victims").glob("*.pt")]
     assert len(victims) == 2
     assert next(v for v in victims if v["chain"][-1] == "flatten")["config"] == {"temperature": 2.0}  # the override
     assert (out / "timing_victims" / "suite.json").exists() and not (out / "victims").exists()
