@@ -46,3 +46,15 @@ def test_out_of_package_attack_runs_end_to_end(tmp_path, mnist_root, plugin_fold
     resolved = json.loads((tmp_path / "run" / "suite.json").read_text())
     assert resolved["attacks"]["uniform-noise"]["recipe"]["batch_size"] == 50  # the per-attack recipe table
     assert resolved["attacks"]["uniform-noise"]["recipe"]["lr"] == 0.05  # over the suite's [clone] recipe
+
+
+def test_an_attack_refuses_a_bad_setting_on_construction():
+    """The Attack base class runs the plugin's ``check_config`` once, as Defense does, so a bad
+    setting given through the Python API fails before any query, naming the attack and the key."""
+    from msbench.attacks.jbda import JBDA
+    from msbench.attacks.knockoff_avg import KnockoffAveraged
+
+    with pytest.raises(ValueError, match=r"^jbda\.seeds: expected a positive integer, got 0$"):
+        JBDA(JBDA.Config(seeds=0))
+    with pytest.raises(ValueError, match=r"^knockoff-avg\.copies: "):
+        KnockoffAveraged(KnockoffAveraged.Config(copies=0))

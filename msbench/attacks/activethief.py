@@ -105,9 +105,6 @@ class ActiveThief(Attack):
 
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
         config = self.config
-        problem = self.check_config(config)
-        if problem:
-            raise ValueError(f"activethief.{problem[0]}: {problem[1]}")
         pool = ctx.query_data()
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed_for("activethief.pool")))
         if config.pool_size is not None:

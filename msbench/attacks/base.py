@@ -71,6 +71,10 @@ class Attack:
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()
+        check = getattr(self, "check_config", None)  # an attack's own ``check_config(config) -> (key, message) | None``
+        problem = check(self.config) if check else None
+        if problem:  # checked once, on construction, as Defense does: a bad setting never reaches ``run``
+            raise ValueError(f"{self.registered_name or type(self).__name__.lower()}.{problem[0]}: {problem[1]}")
 
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
         raise NotImplementedError

@@ -154,9 +154,6 @@ class DFME(Attack):
 
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
         config = self.config
-        problem = self.check_config(config)
-        if problem:
-            raise ValueError(f"dfme.{problem[0]}: {problem[1]}")
         device = ctx.device
         cost = self.iteration_cost()
         iterations = min(config.budget, oracle.remaining) // cost

@@ -124,9 +124,6 @@ class JBDA(Attack):
 
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
         config = self.config
-        problem = self.check_config(config)
-        if problem:
-            raise ValueError(f"jbda.{problem[0]}: {problem[1]}")
         notes = ctx.notes
         notes["relabel"] = config.relabel
         data = ctx.seed_data()

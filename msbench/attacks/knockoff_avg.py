@@ -92,9 +92,6 @@ class KnockoffAveraged(Attack):
 
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
         config = self.config
-        problem = self.check_config(config)
-        if problem:
-            raise ValueError(f"knockoff-avg.{problem[0]}: {problem[1]}")
         pool = ctx.query_data()
         budget = min(config.budget, oracle.remaining)
         distinct = min(budget // config.copies, len(pool))

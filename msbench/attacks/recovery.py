@@ -158,9 +158,6 @@ class Recovery(Attack):
 
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
         config = self.config
-        problem = self.check_config(config)
-        if problem:
-            raise ValueError(f"recovery.{problem[0]}: {problem[1]}")
         notes = ctx.notes
         pool = ctx.query_data()
         budget = min(config.budget, len(pool), oracle.remaining)
