@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from msbench.config import as_dict
+from msbench.defenses import OutputDefense
 from msbench.registry import ATTACKS, DEFENSES
 from msbench.suite import Suite
 from msbench.sweep import sweep_options
@@ -108,7 +109,7 @@ def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: in
         defense = DEFENSES.get(name)
         link = {"defense": name, "config": as_dict(suite.defenses[name].config), "recipe": as_dict(suite.victim_recipe(dataset, name)),
                 "code": code_identity(defense), "roles": role_identity(suite, dataset, tuple(defense.roles))}
-        if suite.run.match_benign is not None and getattr(defense, "tunable", None):
+        if suite.run.match_benign is not None and issubclass(defense, OutputDefense) and defense.tunable:
             link["match_benign"] = [suite.run.match_benign, list(defense.tunable_grid)]
         links.append(link)
     return digest({"v": RESULT_VERSION, "data": data_identity(suite, dataset), "arch": arch, "seed": seed, "chain": links})

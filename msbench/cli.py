@@ -57,13 +57,14 @@ def _report(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     import msbench.suite  # noqa: F401  (registers the built-in plugins)
+    from msbench.defenses import OutputDefense
     from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, describe
 
     for title, registry in (("defenses", DEFENSES), ("attacks", ATTACKS), ("datasets", DATASETS), ("architectures", ARCHITECTURES)):
         print(f"{title}:")
         for name in registry.names():
             plugin = registry.get(name)
-            kind = f" [{plugin.kind}]" if title == "defenses" else ""
+            kind = (" [output]" if issubclass(plugin, OutputDefense) else " [training]") if title == "defenses" else ""
             print(f"  {name:<16}{kind:<11} {describe(plugin)}")
     return 0
 

@@ -26,7 +26,7 @@ from msbench.attacks import AttackContext
 from msbench.cells import Cell, cell_key, expand, victim_key
 from msbench.config import as_dict
 from msbench.data import ImageData, default_data_root, load_split
-from msbench.defenses import VictimContext, load_cached_victim, save_victim
+from msbench.defenses import OutputDefense, VictimContext, load_cached_victim, save_victim
 from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
 from msbench.executors import Executor, Job, make_executor
 from msbench.executors.base import forget_workspaces
@@ -138,7 +138,7 @@ class Workspace:
         defense = DEFENSES.get(name)(self.suite.defenses[name].config)
         ctx = self.victim_context(dataset, arch, name, seed)
         base = None
-        if defense.kind != "training":
+        if isinstance(defense, OutputDefense):
             base, _ = self.victim(dataset, arch, chain[:-1], seed)
         with seeded(derive_seed(seed, f"{name}.build")):  # models come from ctx.new_model; this covers any other draw
             module = defense.build(ctx) if base is None else defense.build(base, ctx)
@@ -152,7 +152,7 @@ class Workspace:
                 defense.fit(module, ctx)
             seconds = time.perf_counter() - started
             module.eval()
-            tuned = self.match_benign(defense, module, base, ctx) if defense.kind == "output" else None
+            tuned = self.match_benign(defense, module, base, ctx) if isinstance(defense, OutputDefense) else None
             test = self.splits(dataset).test
             with torch.no_grad():
                 check_probabilities(module(test.floats(slice(0, 256), self.device)))
@@ -161,7 +161,7 @@ class Workspace:
                     "seed": seed, "config": as_dict(defense.config), "tuned": tuned}
             save_victim(module, path, info)
         if info.get("tuned"):
-            setattr(module, defense.tunable, info["tuned"]["value"])
+            defense.tune(module, info["tuned"]["value"])
         module.eval()
         for parameter in module.parameters():
             parameter.requires_grad_(False)
@@ -195,13 +195,10 @@ class Workspace:
         if tolerance is None or not defense.tunable or not defense.tunable_grid:
             return None
         name, grid = defense.tunable, defense.tunable_grid
-        if not hasattr(module, name):
-            raise ValueError(f"{defense.registered_name}: declares tunable '{name}', but its module "
-                             f"({type(module).__name__}) has no attribute '{name}' for benign matching to set")
         x = ctx.val.floats(slice(0, 256), self.device)
         answers = []
         for value in (grid[0], grid[-1]):
-            setattr(module, name, value)
+            defense.tune(module, value)
             for part in module.modules():  # a stochastic defense draws the same noise both times
                 if callable(getattr(part, "restart_randomness", None)):
                     part.restart_randomness()
@@ -214,7 +211,7 @@ class Workspace:
                              f"'{name}' at inference for benign matching to tune it")
         reference = accuracy(predict_labels(base, ctx.val.images, self.device), ctx.val.labels)
         for value in defense.tunable_grid:  # strongest first
-            setattr(module, defense.tunable, value)
+            defense.tune(module, value)
             val_acc = accuracy(predict_labels(module, ctx.val.images, self.device), ctx.val.labels)
             if reference - val_acc <= tolerance:
                 break
@@ -226,9 +223,10 @@ class Workspace:
 
         A shallow copy: it shares the trained modules and changes only the plain attribute the
         wrapper reads at inference, so the cached (matched) victim keeps its own value."""
-        tunable = DEFENSES.get(defense).tunable
+        plugin = DEFENSES.get(defense)(self.suite.defenses[defense].config)
+        tunable = plugin.tunable
         swept = copy.copy(victim)
-        setattr(swept, tunable, type(getattr(victim, tunable))(value))
+        plugin.tune(swept, value)
         restart_randomness(swept)
         benign = accuracy(predict_labels(swept, test.images, self.device), test.labels)
         return swept, {**info, "benign_acc": benign, "tuned": {"name": tunable, "value": value, "swept": True}}

@@ -16,6 +16,7 @@ import msbench.attacks  # noqa: F401  (registers the built-in plugins before nam
 import msbench.defenses  # noqa: F401
 import msbench.models  # noqa: F401
 from msbench.config import SuiteError, as_dict, build, coerce, unknown_key
+from msbench.defenses import OutputDefense
 from msbench.data import ROLES, DataError, DatasetSpec, MissingDataError, default_data_root, file_dataset, load_split
 from msbench.oracle import LABEL_MODES
 from msbench.plugin_modules import import_plugins
@@ -129,7 +130,7 @@ def resolve_chain(composition: str) -> list[str]:
     """``ini+mad`` -> ["ini", "mad"]; ``mad`` -> ["vanilla", "mad"] through MAD's default base."""
     names = [part.strip().lower() for part in composition.split("+")]
     head = DEFENSES.get(names[0])
-    while head.kind == "output":
+    while issubclass(head, OutputDefense):
         names.insert(0, head.default_base)
         head = DEFENSES.get(names[0])
     return names
@@ -276,10 +277,11 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
             _plugin_name(DEFENSES, part.strip(), file, key)
         chain = resolve_chain(composition)
         for position, name in enumerate(chain):
-            kind = DEFENSES.get(name).kind
-            if (position == 0) != (kind == "training"):
+            output = issubclass(DEFENSES.get(name), OutputDefense)
+            if (position == 0) == output:
+                kind = "an output" if output else "a training"
                 where = "first" if position == 0 else "after '+'"
-                raise SuiteError(file, key, f"'{name}' is a {kind} defense and cannot come {where} in '{composition}'")
+                raise SuiteError(file, key, f"'{name}' is {kind} defense and cannot come {where} in '{composition}'")
         used_defenses.update(chain)
     for i, name in enumerate(matrix.attacks):
         _plugin_name(ATTACKS, name, file, f"matrix.attacks[{i}]")

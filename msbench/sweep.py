@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from msbench.config import SuiteError
+from msbench.defenses import OutputDefense
 
 if TYPE_CHECKING:
     from msbench.suite import Suite
@@ -39,7 +40,7 @@ class SweepOptions:
             if composition.lower() not in matrix:
                 raise SuiteError(file, key, f"expected a composition of matrix.defenses ({', '.join(matrix)}), got '{composition}'")
             last = DEFENSES.get(suite.chain(composition)[-1])
-            if last.kind != "output" or not last.tunable:
+            if not issubclass(last, OutputDefense) or not last.tunable:
                 raise SuiteError(file, key, f"'{composition}' ends in '{last.registered_name}', which has no tunable setting to sweep")
         for name, values in (("datasets", self.datasets), ("attacks", self.attacks), ("label_modes", self.label_modes)):
             allowed = [str(v).lower() for v in getattr(suite.matrix, name)]

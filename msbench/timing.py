@@ -66,6 +66,7 @@ class TimingOptions:
 
     def validate(self, suite: "Suite") -> None:
         """Check names against the suite and the registries; raises SuiteError naming ``timing.<key>``."""
+        from msbench.defenses import OutputDefense
         from msbench.registry import ARCHITECTURES, DEFENSES, UnknownPluginError
         from msbench.suite import resolve_chain
 
@@ -86,9 +87,10 @@ class TimingOptions:
             for part in composition.split("+"):
                 known(DEFENSES, part.strip(), key)
             for position, name in enumerate(resolve_chain(composition)):
-                kind = DEFENSES.get(name).kind
-                if (position == 0) != (kind == "training"):
-                    raise SuiteError(file, key, f"'{name}' is a {kind} defense and cannot come {'first' if position == 0 else 'after +'} in '{composition}'")
+                output = issubclass(DEFENSES.get(name), OutputDefense)
+                if (position == 0) == output:
+                    kind = "an output" if output else "a training"
+                    raise SuiteError(file, key, f"'{name}' is {kind} defense and cannot come {'first' if position == 0 else 'after +'} in '{composition}'")
         for key in ("archs", "defenses", "batch_sizes", "inputs"):
             if getattr(self, key) is not None and not getattr(self, key):
                 raise SuiteError(file, f"timing.{key}", "expected a non-empty list")

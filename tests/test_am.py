@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from msbench.data import DatasetSpec, ImageData
-from msbench.defenses import VictimContext
+from msbench.defenses import OutputDefense, TrainingDefense, VictimContext
 from msbench.defenses.am import AdaptiveMisinformation, OutlierExposure, misinformation_loss, outlier_exposure_loss
 from msbench.models import build_model
 from msbench.registry import DEFENSES
@@ -152,8 +152,8 @@ def test_fast_form_equals_reference_and_skips_closed_gates(trained):
 
 def test_registered_and_composed():
     am, oe = DEFENSES.get("am"), DEFENSES.get("oe")
-    assert am.kind == "output" and am.default_base == "oe" and am.roles == ("ood",) and am.tunable == "tau"
-    assert oe.kind == "training" and oe.roles == ("ood",)
+    assert issubclass(am, OutputDefense) and am.default_base == "oe" and am.roles == ("ood",) and am.tunable == "tau"
+    assert issubclass(oe, TrainingDefense) and oe.roles == ("ood",)
     assert list(am.tunable_grid) == sorted(am.tunable_grid, reverse=True)
     assert resolve_chain("am") == ["oe", "am"] and resolve_chain("vanilla+am") == ["vanilla", "am"]
     assert am.check_config(am.Config()) is None and am.Config().tau == 0.99 and am.Config().nu == 10000.0

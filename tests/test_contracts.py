@@ -33,7 +33,7 @@ MATCH_BENIGN = 5.0  # points; benign matching runs, so every tunable defense goe
 
 DEFENSE_NAMES = DEFENSES.names()
 ATTACK_NAMES = ATTACKS.names()
-TUNABLE = [n for n in DEFENSE_NAMES if DEFENSES.get(n).kind == "output" and DEFENSES.get(n).tunable and DEFENSES.get(n).tunable_grid]
+TUNABLE = [n for n in DEFENSE_NAMES if issubclass(DEFENSES.get(n), OutputDefense) and DEFENSES.get(n).tunable and DEFENSES.get(n).tunable_grid]
 WITH_REFERENCE = [n for n in DEFENSE_NAMES if "implementation" in {f.name for f in dataclasses.fields(DEFENSES.get(n).Config)}]
 
 
@@ -74,7 +74,7 @@ class Bench:
         defense = cls(dataclasses.replace(self.suite.defenses[name].config, **config))
         ctx = self.workspace.victim_context(DATASET, ARCH, name, SEED)
         torch.manual_seed(SEED)
-        if defense.kind == "training":
+        if not isinstance(defense, OutputDefense):
             return defense.build(ctx)
         base, _ = self.workspace.victim(DATASET, ARCH, self.suite.chain(name)[:-1], SEED)
         return defense.build(base, ctx)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from msbench.data import DatasetSpec, ImageData
-from msbench.defenses import Softmax, VictimContext
+from msbench.defenses import OutputDefense, Softmax, VictimContext
 from msbench.defenses.mad import MAD
 from msbench.models import build_model, last_linear
 from msbench.registry import DEFENSES
@@ -148,7 +148,7 @@ def test_surrogate_is_seeded_frozen_and_stays_in_eval_mode():
 
 def test_registered_with_tunable_epsilon_and_config_checks():
     mad = DEFENSES.get("mad")
-    assert mad.kind == "output" and mad.default_base == "vanilla" and mad.tunable == "epsilon"
+    assert issubclass(mad, OutputDefense) and mad.default_base == "vanilla" and mad.tunable == "epsilon"
     assert list(mad.tunable_grid) == sorted(mad.tunable_grid, reverse=True)
     assert mad.check_config(mad.Config()) is None
     assert mad.check_config(mad.Config(strategy="vertex"))[0] == "strategy"

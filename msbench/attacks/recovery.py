@@ -57,7 +57,7 @@ from torch import nn
 
 from msbench.attacks.base import Attack, AttackContext, oracle_targets, training_targets
 from msbench.data import DatasetSpec, ImageData
-from msbench.defenses import Softmax, VictimContext
+from msbench.defenses import OutputDefense, Softmax, VictimContext
 from msbench.oracle import Oracle
 from msbench.registry import DEFENSES, register_attack
 from msbench.seeds import build_seeded, seeded
@@ -167,7 +167,7 @@ class Recovery(Attack):
         queries = pool.images[order[:budget]]
         answers = oracle_targets(oracle, queries, ctx.device)
 
-        outputs = [name for name in ctx.defense.split("+") if name and DEFENSES.get(name).kind == "output"]
+        outputs = [name for name in ctx.defense.split("+") if name and issubclass(DEFENSES.get(name), OutputDefense)]
         targets = answers
         if not outputs:
             notes["recovery"] = (f"no output defense in '{ctx.defense or 'unknown'}' to restore: trained on the raw "
@@ -228,8 +228,8 @@ class Recovery(Attack):
                 defended = defense.build(defended, vctx).to(ctx.device)
             with seeded(vctx.seed_for(f"{name}.fit")):
                 defense.fit(defended, vctx)
-            if plugin.tunable and plugin.tunable in settings:
-                setattr(defended, plugin.tunable, settings[plugin.tunable])
+            if defense.tunable in settings:
+                defense.tune(defended, settings[defense.tunable])
             defended.eval()
             for parameter in defended.parameters():
                 parameter.requires_grad_(False)

@@ -69,9 +69,11 @@ class VictimContext:
 
 
 class Defense:
-    """Base of every defense. ``Config`` is a dataclass of the suite-settable hyperparameters."""
+    """Base of every defense. ``Config`` is a dataclass of the suite-settable hyperparameters.
 
-    kind: ClassVar[str] = "training"
+    A plugin subclasses one of the two real types below, never this class: the framework tells
+    them apart with ``isinstance`` and calls only what they declare here."""
+
     registered_name: ClassVar[str] = ""
     roles: ClassVar[tuple[str, ...]] = ()  # role datasets it trains on: "ood", "hash"
     # How reports show it (read from the registry by name; a defense without them shows its
@@ -87,17 +89,20 @@ class Defense:
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()
-        check = getattr(self, "check_config", None)  # a defense's own ``check_config(config) -> (key, message) | None``
-        problem = check(self.config) if check else None
+        problem = self.check_config(self.config)
         if problem:
             raise ValueError(f"{self.registered_name or type(self).__name__.lower()}: {problem[0]}: {problem[1]}")
+
+    @staticmethod
+    def check_config(config: Any) -> tuple[str, str] | None:
+        """``(key, what was expected)`` for a config value the types alone do not rule out (a
+        negative weight); None when the config is valid. The suite reports it as one line."""
+        return None
 
 
 class TrainingDefense(Defense):
     """Produces a victim from data. ``build`` must be deterministic in structure so a cached
     state dict can be loaded back into it; ``fit`` trains it in place."""
-
-    kind: ClassVar[str] = "training"
 
     def build(self, ctx: VictimContext) -> nn.Module:
         raise NotImplementedError
@@ -108,9 +113,13 @@ class TrainingDefense(Defense):
 
 class OutputDefense(Defense):
     """Wraps a base victim at inference. ``fit`` trains any auxiliary model (AM's misinformation
-    model); MAD needs none. ``tunable`` names the config field that benign matching may tune."""
+    model); MAD needs none.
 
-    kind: ClassVar[str] = "output"
+    ``tunable`` names the setting benign matching may tune (a field of ``Config``, read by the
+    wrapper module at inference), ``tunable_grid`` its values from strongest to weakest. The
+    runner changes it only through ``tune``, so a wrapper that keeps its setting elsewhere
+    overrides ``tune`` and ``setting`` and nothing else."""
+
     default_base: ClassVar[str] = "vanilla"
     tunable: ClassVar[str | None] = None
     tunable_grid: ClassVar[tuple[float, ...]] = ()
@@ -121,6 +130,18 @@ class OutputDefense(Defense):
 
     def fit(self, defended: nn.Module, ctx: VictimContext) -> None:
         """Train auxiliary models; the base victim is frozen. Default: nothing to train."""
+
+    def tune(self, defended: nn.Module, value: float) -> None:
+        """Deploy ``defended`` at ``value`` of the tunable setting (benign matching, a sweep, a
+        cached victim's matched value). Refuses a module that has no such setting to change."""
+        if not self.tunable or not hasattr(defended, self.tunable):
+            raise ValueError(f"{self.registered_name}: declares tunable '{self.tunable}', but its module "
+                             f"({type(defended).__name__}) has no attribute '{self.tunable}' to tune")
+        setattr(defended, self.tunable, type(getattr(defended, self.tunable))(value))
+
+    def setting(self, defended: nn.Module) -> float:
+        """The value of the tunable setting ``defended`` answers with now."""
+        return getattr(defended, self.tunable)
 
 
 def renormalise(p: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from msbench.cells import digest
+from msbench.defenses import OutputDefense
 from msbench.registry import ATTACKS, DEFENSES, Registry
 from msbench.results import CURVE_COLUMNS, RESULT_COLUMNS
 
@@ -237,8 +238,8 @@ def _chain(defense: str) -> list[str]:
     """``mad`` -> [vanilla, mad] (an output defense over its default base), ``ini+mad`` -> [ini, mad]."""
     parts = str(defense).split("+")
     first = _plugin(DEFENSES, parts[0])
-    if first is not None and getattr(first, "kind", "training") == "output":
-        parts = [getattr(first, "default_base", REFERENCE)] + parts
+    if first is not None and issubclass(first, OutputDefense):
+        parts = [first.default_base] + parts
     return parts
 
 
