@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from typing import Any, TypeVar
@@ -24,8 +25,51 @@ class SuiteError(InputError):
     """A bad suite: ``file: key.path: what was expected``."""
 
 
+def choices(tp: Any) -> tuple[Any, ...] | None:
+    """The values of a closed vocabulary (a ``Literal[...]`` annotation); None for any other type.
+
+    A setting with a fixed set of values (a schedule, a label mode, an implementation) is typed
+    ``Literal["a", "b"]``, so ``coerce`` and ``choice_problem`` check it and word the refusal,
+    and no plugin spells out its own "expected one of"."""
+    return typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+
+
+def not_one_of(allowed: tuple[Any, ...], value: Any) -> str:
+    """The one refusal of every closed vocabulary: ``expected one of 'a', 'b', got 'c'``."""
+    return f"expected one of {', '.join(map(repr, allowed))}, got {value!r}"
+
+
+def _is_one_of(value: Any, allowed: tuple[Any, ...]) -> bool:
+    return any(type(value) is type(option) and value == option for option in allowed)  # True is not 1
+
+
+def choice_problem(obj: Any) -> tuple[str, str] | None:
+    """``(field, message)`` for the first field of the dataclass ``obj`` whose value is outside its
+    closed vocabulary; None when every one is allowed. A plugin's ``Config`` made in code, not read
+    from a suite, is checked with it on the plugin's construction, so both paths refuse alike."""
+    for name, allowed, optional in _vocabularies(type(obj)):
+        value = getattr(obj, name)
+        if not (_is_one_of(value, allowed) or (optional and value is None)):
+            return name, not_one_of(allowed, value)
+    return None
+
+
+@functools.cache
+def _vocabularies(cls: type) -> tuple[tuple[str, tuple[Any, ...], bool], ...]:
+    """Each ``Literal`` field of a dataclass: (name, its values, whether None is allowed too)."""
+    found = []
+    for name, tp in typing.get_type_hints(cls).items():
+        options = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+        literals = [o for o in options if choices(o) is not None]
+        if len(literals) == 1 and all(o is type(None) for o in options if o is not literals[0]):
+            found.append((name, choices(literals[0]), len(options) > 1))
+    return tuple(found)
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return f"one of {', '.join(map(repr, typing.get_args(tp)))}"
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
@@ -41,7 +85,14 @@ def coerce(value: Any, tp: Any, file: str, key: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
+    if origin is typing.Literal:
+        if _is_one_of(value, typing.get_args(tp)):
+            return value
+        raise SuiteError(file, key, not_one_of(typing.get_args(tp), value))
     if origin in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(tp) if o is not type(None)]
+        if value is not None and len(options) == 1 and choices(options[0]) is not None:
+            return coerce(value, options[0], file, key)  # an optional vocabulary: name its values, not "or none"
         for option in typing.get_args(tp):
             try:
                 return coerce(value, option, file, key)

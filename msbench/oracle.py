@@ -10,12 +10,16 @@ the count from its own ledger, not from the oracle.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
-LABEL_MODES = ("soft", "hard")
+from msbench.config import not_one_of
+
+LabelMode = Literal["soft", "hard"]
+"""What the oracle answers: probability vectors (soft) or one-hot top-1 vectors (hard)."""
+LABEL_MODES: tuple[LabelMode, ...] = get_args(LabelMode)
 
 
 class BudgetExceeded(RuntimeError):
@@ -78,13 +82,13 @@ class Oracle:
     __slots__ = ("_call", "_facts")
     _SEALED = frozenset({"_call", "_facts"})
 
-    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], label_mode: str, budget: int, num_classes: int,
+    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], label_mode: LabelMode, budget: int, num_classes: int,
                  input_shape: tuple[int, int, int] | None = None, ledger: QueryLedger | None = None,
                  observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None):
         """``observe(queries, probabilities)``, when given, sees every answered batch (before the
         hard-label step); the runner measures the defense's distortion with it."""
         if label_mode not in LABEL_MODES:
-            raise ValueError(f"label_mode must be one of {LABEL_MODES}, got '{label_mode}'")
+            raise ValueError(f"label_mode: {not_one_of(LABEL_MODES, label_mode)}")
         ledger = ledger if ledger is not None else QueryLedger()
         shape = tuple(input_shape) if input_shape is not None else None
         facts = {"label_mode": label_mode, "budget": int(budget), "num_classes": num_classes, "input_shape": shape}
@@ -134,7 +138,7 @@ class Oracle:
         return facts["budget"] - queries
 
     @property
-    def label_mode(self) -> str:
+    def label_mode(self) -> LabelMode:
         return self._facts()[1]["label_mode"]
 
     @property

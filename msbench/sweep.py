@@ -55,7 +55,7 @@ class SweepOptions:
                 raise SuiteError(file, f"sweep.grid.{name}", f"expected a non-empty list of numbers, got {values!r}")
             defense = DEFENSES.get(name)
             for j, value in enumerate(values):
-                problem = defense.check_config(_with(defense, value)) if hasattr(defense, "check_config") else None
+                problem = defense.check_config(_with(defense, value))
                 if problem:
                     raise SuiteError(file, f"sweep.grid.{name}[{j}]", problem[1])
 

@@ -3,13 +3,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from msbench.progress import progress
+
+
+Schedule = Literal["step", "cosine", "constant"]
+"""The learning-rate schedules of a recipe: x gamma every step_size epochs, cosine annealing, none."""
+Augmentation = Literal["none", "crop_flip"]
+"""What a training batch goes through: nothing, or the CIFAR recipe's random crop (pad 4) and flip."""
 
 
 @dataclass(frozen=True)
@@ -25,10 +31,10 @@ class Recipe:
     momentum: float = 0.5
     weight_decay: float = 1e-3
     batch_size: int = 128
-    schedule: str = "step"  # "step", "cosine" or "constant"
+    schedule: Schedule = "step"
     step_size: int = 20
     gamma: float = 0.1
-    augment: str = "auto"  # "auto" (the dataset's default), "none" or "crop_flip"
+    augment: Literal["auto", Augmentation] = "auto"  # "auto": the dataset's default
 
     def with_(self, **changes: object) -> "Recipe":
         return replace(self, **changes)  # type: ignore[arg-type]

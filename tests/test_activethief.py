@@ -94,4 +94,5 @@ def test_entropy_selection_takes_the_most_uncertain_rows():
 
 
 def test_bad_strategy_is_refused():
-    assert ActiveThief.check_config(ActiveThief.Config(strategy="dfal"))[0] == "strategy"
+    with pytest.raises(ValueError, match="strategy: expected one of 'entropy', 'kcenter', 'random', got 'dfal'"):
+        ActiveThief(ActiveThief.Config(strategy="dfal"))

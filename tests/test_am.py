@@ -8,7 +8,7 @@ import torch
 
 from msbench.data import DatasetSpec, ImageData
 from msbench.defenses import OutputDefense, TrainingDefense, VictimContext
-from msbench.defenses.am import AdaptiveMisinformation, OutlierExposure, misinformation_loss, outlier_exposure_loss
+from msbench.defenses.am import AdaptiveMisinformation, ReferenceAMVictim, OutlierExposure, misinformation_loss, outlier_exposure_loss
 from msbench.models import build_model
 from msbench.registry import DEFENSES
 from msbench.suite import resolve_chain
@@ -124,15 +124,14 @@ def test_gate_passes_confident_answers_and_misinforms_unconfident_ones(trained):
 
 def test_fast_form_equals_reference_and_skips_closed_gates(trained):
     am = trained["am"]
+    reference_form = ReferenceAMVictim(am.base, am.misinfo, am.tau, am.nu)  # the same modules, F^ on every query
     sizes: list[int] = []
     hook = am.misinfo.register_forward_hook(lambda module, args, output: sizes.append(len(args[0])))
     try:
         for x in (in_distribution(60, 9).floats(), outliers(60, 10).floats(),
                   torch.cat([in_distribution(30, 11).floats(), outliers(30, 12).floats()])):
             with torch.no_grad():
-                am.implementation = "reference"
-                reference = am(x)
-                am.implementation = "fast"
+                reference = reference_form(x)
                 sizes.clear()
                 fast = am(x)
                 alpha = torch.sigmoid(am.nu * (am.tau - am.base(x).amax(dim=1)))
@@ -147,7 +146,6 @@ def test_fast_form_equals_reference_and_skips_closed_gates(trained):
         assert 0 < opened < len(x)  # the mixed batch exercised the sub-batch path
     finally:
         hook.remove()
-        am.implementation = "fast"
 
 
 def test_registered_and_composed():
@@ -158,5 +156,6 @@ def test_registered_and_composed():
     assert resolve_chain("am") == ["oe", "am"] and resolve_chain("vanilla+am") == ["vanilla", "am"]
     assert am.check_config(am.Config()) is None and am.Config().tau == 0.99 and am.Config().nu == 10000.0
     assert am.check_config(am.Config(tau=1.5))[0] == "tau"
-    assert am.check_config(am.Config(implementation="quick"))[0] == "implementation"
+    with pytest.raises(ValueError, match="am: implementation: expected one of 'fast', 'reference', got 'quick'"):
+        am(am.Config(implementation="quick"))
     assert oe.check_config(oe.Config(lambda_oe=-1.0))[0] == "lambda_oe"

@@ -73,6 +73,13 @@ SUITE_VALUES = [
     ({"name": ".."}, "name", "plain folder name"),
     ({"name": "a/b"}, "name", "plain folder name"),
     ({"datasets": {"mnist": {"surrogate": "emnist-letters", "test_subset": 0}}}, "datasets.mnist.test_subset", "positive"),
+    # closed vocabularies (Literal fields) are refused by config.coerce, all in one wording
+    ({"victim": {"schedule": "linear"}}, "victim.schedule", "expected one of 'step', 'cosine', 'constant', got 'linear'"),
+    ({"clone": {"augment": "flip"}}, "clone.augment", "expected one of 'auto', 'none', 'crop_flip', got 'flip'"),
+    ({"matrix": {"label_modes": ["soft", "logits"]}}, "matrix.label_modes[1]", "expected one of 'soft', 'hard', got 'logits'"),
+    ({"defenses": {"mad": {"implementation": "slow"}}}, "defenses.mad.implementation", "expected one of 'fast', 'reference', got 'slow'"),
+    ({"attacks": {"activethief": {"strategy": "dfal"}}}, "attacks.activethief.strategy", "expected one of 'entropy', 'kcenter', 'random'"),
+    ({"datasets": {"mine": {"format": "csv", "like": "mnist", "train": "x.csv"}}}, "datasets.mine.format", "expected one of 'idx', 'npz', got 'csv'"),
 ]
 
 

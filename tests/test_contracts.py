@@ -10,6 +10,8 @@ needs other settings at test size declares them in its ``contract_settings`` (do
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -19,7 +21,10 @@ from torch import nn
 
 import msbench.runner
 from msbench.cells import Cell, cell_key
-from msbench.defenses import OutputDefense
+from msbench.attacks import Attack
+from msbench.config import build, choices, coerce
+from msbench.data import ROLES
+from msbench.defenses import OutputDefense, TrainingDefense
 from msbench.registry import ATTACKS, DEFENSES
 from msbench.runner import Workspace
 from msbench.suite import Suite, check_data, load_suite
@@ -124,22 +129,22 @@ def test_defended_victim_learns_the_task(bench, name):
 
 @pytest.mark.parametrize("name", TUNABLE)
 def test_tunable_setting_changes_the_answers(bench, name):
-    """Benign matching sets ``tunable`` as an attribute of the module: the module must read it."""
+    """Benign matching changes the setting only through ``tune``: the module must answer with it."""
     victim, info = bench.victim(name)
-    defense = DEFENSES.get(name)
+    defense = DEFENSES.get(name)(bench.suite.defenses[name].config)
     tunable, grid = defense.tunable, defense.tunable_grid
-    assert hasattr(victim, tunable), f"{type(victim).__name__} has no attribute '{tunable}'"
     assert info["tuned"]["name"] == tunable and info["tuned"]["value"] in grid
-    assert getattr(victim, tunable) == info["tuned"]["value"]  # the matched setting is the one in use
+    assert defense.setting(victim) == info["tuned"]["value"]  # the matched setting is the one in use
     x = bench.workspace.splits(DATASET).val.floats()
-    tuned = getattr(victim, tunable)
+    tuned = defense.setting(victim)
     try:
         outputs = []
         for value in (grid[0], grid[-1]):
-            setattr(victim, tunable, value)
+            defense.tune(victim, value)
+            assert defense.setting(victim) == value, f"{name}: tune({value}) is not the setting read back"
             outputs.append(answers(victim, x))
     finally:
-        setattr(victim, tunable, tuned)
+        defense.tune(victim, tuned)
     changed = not torch.equal(*outputs)
     assert changed, f"{name}: {tunable} = {grid[0]} and {grid[-1]} give the same answers"
 
@@ -160,16 +165,87 @@ def test_saved_victim_loads_back_identically(bench, name):
 def test_fast_form_equals_reference_form(bench, name):
     """Both ``implementation`` forms, loaded with the trained victim's weights, answer alike."""
     victim, info = bench.victim(name)
+    defense = DEFENSES.get(name)(bench.suite.defenses[name].config)
     forms = {}
     for implementation in ("fast", "reference"):
         module = bench.build(name, implementation=implementation)
         module.load_state_dict(victim.state_dict())
         if info.get("tuned"):
-            setattr(module, info["tuned"]["name"], info["tuned"]["value"])
+            defense.tune(module, info["tuned"]["value"])
         forms[implementation] = module.eval()
     for kind, x in bench.inputs().items():
         gap = (answers(forms["fast"], x) - answers(forms["reference"], x)).abs().max().item()
         assert gap <= 1e-5, f"{name}: the fast form differs from the reference by {gap:.3g} on {kind} inputs"
+
+
+# -- the declared contract, checked without training ----------------------------------------
+
+PLUGINS = [(DEFENSES, name) for name in DEFENSE_NAMES] + [(ATTACKS, name) for name in ATTACK_NAMES]
+COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
+
+
+def _plugin_id(case: tuple[Any, str]) -> str:
+    return f"{case[0].kind}-{case[1]}"
+
+
+@pytest.mark.parametrize("registry, name", PLUGINS, ids=[_plugin_id(c) for c in PLUGINS])
+def test_plugin_is_one_of_the_declared_types(registry, name):
+    """The framework tells plugins apart by type: a defense is a TrainingDefense or an OutputDefense
+    (never the bare base), an attack an Attack, and each is built from its default Config."""
+    plugin = registry.get(name)
+    types = (TrainingDefense, OutputDefense) if registry is DEFENSES else (Attack,)
+    assert issubclass(plugin, types), f"{name} is a {plugin.__mro__[1].__name__}, not one of {[t.__name__ for t in types]}"
+    assert not (issubclass(plugin, TrainingDefense) and issubclass(plugin, OutputDefense)), f"{name} is both kinds"
+    assert plugin.registered_name == name
+    plugin()  # the defaults are valid: every field has one, inside its vocabulary and past check_config
+
+
+@pytest.mark.parametrize("registry, name", PLUGINS, ids=[_plugin_id(c) for c in PLUGINS])
+def test_config_fields_are_typed_for_the_suite(registry, name):
+    """Every Config field has an annotation the suite can check (``config.coerce``), and the test
+    settings it declares are fields of it, accepted the way a suite's table is."""
+    plugin = registry.get(name)
+    hints = typing.get_type_hints(plugin.Config)
+    assert set(hints) == {f.name for f in dataclasses.fields(plugin.Config)}
+    for field_name, hint in hints.items():
+        default = getattr(plugin.Config(), field_name)
+        assert coerce(default, hint, name, field_name) == default, f"{name}.{field_name}: its default is not a {hint}"
+    assert set(plugin.contract_settings) <= set(hints), f"{name}: contract_settings names no such field"
+    build(plugin.Config, dict(plugin.contract_settings), name, name)
+    if "implementation" in hints:
+        assert choices(hints["implementation"]) == ("fast", "reference"), f"{name}.implementation is not Literal['fast', 'reference']"
+
+
+@pytest.mark.parametrize("registry, name", PLUGINS, ids=[_plugin_id(c) for c in PLUGINS])
+def test_presentation_and_roles_have_the_declared_types(registry, name):
+    """What reports read: a label string, a '#RRGGBB' colour or None, an integer paper position
+    or None; and role datasets that msbench knows."""
+    plugin = registry.get(name)
+    assert isinstance(plugin.label, str)
+    colours = [plugin.color] + ([plugin.color_over_base] if registry is DEFENSES and issubclass(plugin, OutputDefense) else [])
+    for colour in colours:
+        assert colour is None or COLOUR.fullmatch(colour), f"{name}: colour {colour!r} is not '#RRGGBB'"
+    assert plugin.paper_order is None or (isinstance(plugin.paper_order, int) and plugin.paper_order >= 0)
+    assert set(plugin.roles) <= set(ROLES), f"{name}: unknown roles {set(plugin.roles) - set(ROLES)}"
+
+
+@pytest.mark.parametrize("registry", [DEFENSES, ATTACKS], ids=["defenses", "attacks"])
+def test_paper_positions_are_distinct(registry):
+    orders = [registry.get(n).paper_order for n in registry.names() if registry.get(n).paper_order is not None]
+    assert len(orders) == len(set(orders)), f"two {registry.kind}s share a paper_order: {sorted(orders)}"
+
+
+@pytest.mark.parametrize("name", [n for n in DEFENSE_NAMES if issubclass(DEFENSES.get(n), OutputDefense)])
+def test_output_defense_tunable_is_a_config_field(name):
+    """``tunable`` names a numeric Config field whose grid benign matching walks, strongest first."""
+    defense = DEFENSES.get(name)
+    assert DEFENSES.get(defense.default_base) and issubclass(DEFENSES.get(defense.default_base), TrainingDefense)
+    if defense.tunable is None:
+        assert not defense.tunable_grid, f"{name}: a tunable_grid without a tunable"
+        return
+    hints = typing.get_type_hints(defense.Config)
+    assert defense.tunable in hints and hints[defense.tunable] in (int, float), f"{name}: tunable '{defense.tunable}'"
+    assert len(defense.tunable_grid) >= 2, f"{name}: benign matching needs at least two grid values"
 
 
 # -- the runner refuses a tunable that tunes nothing ----------------------------------------------

@@ -8,7 +8,7 @@ from torch import nn
 
 from msbench.data import DatasetSpec, ImageData
 from msbench.defenses import VictimContext
-from msbench.defenses.edm import EDM, EDMVictim, HashNet, diversity_loss, hash_bucket, hash_index
+from msbench.defenses.edm import EDM, FORMS, EDMVictim, HashNet, diversity_loss, hash_bucket, hash_index
 from msbench.registry import DEFENSES
 from msbench.training import Recipe, fit, make_optimizer
 from tests.conftest import single_thread
@@ -49,7 +49,7 @@ def hasher() -> HashNet:
 
 def ensemble(hasher: HashNet, implementation: str = "fast") -> EDMVictim:
     torch.manual_seed(1)
-    return EDMVictim([tiny_cnn() for _ in range(MEMBERS)], hasher, implementation=implementation).eval()
+    return FORMS[implementation]([tiny_cnn() for _ in range(MEMBERS)], hasher).eval()
 
 
 def test_registered_with_its_roles_and_checks_its_config():

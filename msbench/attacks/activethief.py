@@ -26,6 +26,7 @@ the clone trains on the top-1 answers; selection does not need the victim's prob
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ from msbench.oracle import Oracle
 from msbench.registry import register_attack
 from msbench.training import fit
 
-STRATEGIES = ("entropy", "kcenter", "random")
+Strategy = Literal["entropy", "kcenter", "random"]  # the module docstring describes each
 
 
 @torch.no_grad()
@@ -86,15 +87,13 @@ class ActiveThief(Attack):
     @dataclass
     class Config:
         budget: int = 20000
-        strategy: str = "kcenter"  # "entropy", "kcenter" or "random"
+        strategy: Strategy = "kcenter"
         rounds: int = 10  # selection rounds after the initial random set
         initial_fraction: float = 0.1  # share of the budget queried at random first
         pool_size: int | None = None  # pool images scored each round (a fixed random subset); None: all
 
     @staticmethod
     def check_config(config: "ActiveThief.Config") -> tuple[str, str] | None:
-        if config.strategy not in STRATEGIES:
-            return "strategy", f"expected one of {', '.join(map(repr, STRATEGIES))}, got {config.strategy!r}"
         if config.budget < 1 or config.rounds < 0:
             return "budget", "expected a positive budget and a non-negative number of rounds"
         if not 0 < config.initial_fraction <= 1:

@@ -12,8 +12,9 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from msbench.config import choice_problem
 from msbench.data import UnlabeledImages
-from msbench.oracle import Oracle
+from msbench.oracle import LabelMode, Oracle
 from msbench.seeds import build_seeded, derive_seed
 from msbench.training import Recipe
 
@@ -53,10 +54,16 @@ class AttackContext:
 
 class Attack:
     """Base of every attack. ``Config`` is a dataclass of suite-settable settings; every attack
-    has a query ``budget``."""
+    has a query ``budget``.
 
-    registered_name: ClassVar[str] = ""
+    The framework calls only what is declared here; a plugin overrides what it needs and inherits
+    the rest (docs/plugins.md lists them, tests/test_contracts.py checks them)."""
+
+    registered_name: ClassVar[str] = ""  # set by ``register_attack``
     roles: ClassVar[tuple[str, ...]] = ()  # role datasets it queries with: "surrogate" (a pool attack)
+    # Code identity of its cells' keys, read only where the class itself sets it (bump it when a
+    # change alters results); None: the hash of the class's source file.
+    version: ClassVar[str | int | None] = None
     # How reports show it (read from the registry by name; defaults: the registry name, after the paper's):
     label: ClassVar[str] = ""  # display name, e.g. "KnockoffNets"; "" = the registry name
     color: ClassVar[str | None] = None  # fixed colour where a figure colours attacks
@@ -71,12 +78,19 @@ class Attack:
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()
-        check = getattr(self, "check_config", None)  # an attack's own ``check_config(config) -> (key, message) | None``
-        problem = check(self.config) if check else None
+        problem = choice_problem(self.config) or self.check_config(self.config)
         if problem:  # checked once, on construction, as Defense does: a bad setting never reaches ``run``
             raise ValueError(f"{self.registered_name or type(self).__name__.lower()}.{problem[0]}: {problem[1]}")
 
+    @staticmethod
+    def check_config(config: Any) -> tuple[str, str] | None:
+        """``(key, what was expected)`` for a config value the types alone do not rule out (a
+        negative round count); None when the config is valid. The suite reports it as one line.
+        A closed vocabulary is a ``Literal[...]`` field of ``Config``, checked before this is called."""
+        return None
+
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
+        """Query ``oracle`` within its budget and return the trained clone (a model returning logits)."""
         raise NotImplementedError
 
 
@@ -93,6 +107,6 @@ def oracle_targets(oracle: Oracle, images: torch.Tensor, device: torch.device, b
     return torch.cat(answers)
 
 
-def training_targets(answers: torch.Tensor, label_mode: str) -> torch.Tensor:
+def training_targets(answers: torch.Tensor, label_mode: LabelMode) -> torch.Tensor:
     """Soft labels train on the probabilities, hard labels on the top-1 class."""
     return answers if label_mode == "soft" else answers.argmax(dim=1)

@@ -27,31 +27,33 @@ start afresh each round; the InI code keeps one SGD optimiser whose schedule is 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from msbench.attacks.base import Attack, AttackContext, oracle_targets, training_targets
+from msbench.config import not_one_of
 from msbench.models import Normalize
 from msbench.oracle import Oracle
 from msbench.registry import register_attack
 from msbench.training import fit
 
-DIRECTIONS = ("logit", "ce")
-STEP_UNITS = ("normalised", "pixel")
-RELABEL = ("new", "all")
+Direction = Literal["logit", "ce"]  # the label's logit (InI, AM code), or minus the cross-entropy (prediction-poisoning code)
+StepUnits = Literal["normalised", "pixel"]  # a step in the normalised input (InI code), or in [0, 1] pixels
+Relabel = Literal["new", "all"]  # label each point once, or relabel every point each round (InI code)
 
 
 def jacobian_step(clone: nn.Module, x: torch.Tensor, labels: torch.Tensor, step: float | torch.Tensor,
-                  direction: str = "logit", clip: bool = True) -> torch.Tensor:
+                  direction: Direction = "logit", clip: bool = True) -> torch.Tensor:
     """One JBDA step for a batch: ``x + step * sign(grad)``, optionally clamped to [0, 1].
 
     The per-sample gradients come from one backward pass: each sample's objective depends only on
     its own input, so the gradient of the batch sum is the stack of the per-sample gradients.
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"direction must be one of {DIRECTIONS}, got '{direction}'")
+    if direction not in get_args(Direction):
+        raise ValueError(f"direction: {not_one_of(get_args(Direction), direction)}")
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         logits = clone(x)
@@ -64,7 +66,7 @@ def jacobian_step(clone: nn.Module, x: torch.Tensor, labels: torch.Tensor, step:
     return moved.clamp(0.0, 1.0) if clip else moved
 
 
-def augment(clone: nn.Module, points: torch.Tensor, labels: torch.Tensor, step: float | torch.Tensor, direction: str,
+def augment(clone: nn.Module, points: torch.Tensor, labels: torch.Tensor, step: float | torch.Tensor, direction: Direction,
             clip: bool, device: torch.device | str = "cpu", batch_size: int = 512) -> torch.Tensor:
     """The new points of one augmentation round, in batches; returned on the CPU."""
     clone.eval()
@@ -75,7 +77,7 @@ def augment(clone: nn.Module, points: torch.Tensor, labels: torch.Tensor, step: 
     return torch.cat(moved)
 
 
-def pixel_step(clone: nn.Module, step: float, units: str) -> float | torch.Tensor:
+def pixel_step(clone: nn.Module, step: float, units: StepUnits) -> float | torch.Tensor:
     """The step in pixel units: ``step * std`` per channel for a step in normalised units."""
     if units == "pixel":
         return step
@@ -99,16 +101,13 @@ class JBDA(Attack):
         rounds: int = 6  # training rounds; an augmentation follows each but the last
         epochs_per_round: int = 10
         step: float = 0.1  # lambda
-        step_units: str = "normalised"  # "normalised" (InI code) or "pixel"
+        step_units: StepUnits = "normalised"
         clip: bool = True
-        direction: str = "logit"  # "logit" (InI, AM code) or "ce" (prediction-poisoning code)
-        relabel: str = "new"  # "new": label each point once; "all": relabel every point each round (InI code)
+        direction: Direction = "logit"
+        relabel: Relabel = "new"
 
     @staticmethod
     def check_config(config: "JBDA.Config") -> tuple[str, str] | None:
-        for key, allowed in (("direction", DIRECTIONS), ("step_units", STEP_UNITS), ("relabel", RELABEL)):
-            if getattr(config, key) not in allowed:
-                return key, f"expected one of {', '.join(repr(a) for a in allowed)}, got '{getattr(config, key)}'"
         for key in ("budget", "seeds", "rounds"):
             if getattr(config, key) < 1:
                 return key, f"expected a positive integer, got {getattr(config, key)}"

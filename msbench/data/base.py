@@ -15,7 +15,8 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from msbench.config import InputError
+from msbench.config import InputError, choice_problem
+from msbench.training import Augmentation
 
 
 class MissingDataError(FileNotFoundError):
@@ -141,8 +142,13 @@ class DatasetSpec:
     load: Callable[[Path, str], ImageData]
     description: str = ""
     roles: dict[str, str] = field(default_factory=dict)
-    augment: str = "none"  # training-time augmentation of victims: "none" or "crop_flip"
+    augment: Augmentation = "none"  # training-time augmentation of victims
     note: str = ""  # shown in reports, e.g. "lossy JPEG copy, not the real CIFAR-10"
+
+    def __post_init__(self) -> None:
+        problem = choice_problem(self)  # a misspelt mode must not train with another augmentation
+        if problem:
+            raise ValueError(f"dataset {self.name}: {problem[0]}: {problem[1]}")
 
     @property
     def __doc__(self) -> str:  # so `msbench list` can describe a spec like a class

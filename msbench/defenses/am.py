@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +21,6 @@ from msbench.defenses.base import OutputDefense, Softmax, TrainingDefense, Victi
 from msbench.progress import progress
 from msbench.registry import register_defense
 from msbench.training import Recipe, augment_batch, cycle_batches, descend, make_optimizer, predict_labels
-
-IMPLEMENTATIONS = ("fast", "reference")
 
 
 def outlier_exposure_loss(logits_in: torch.Tensor, labels: torch.Tensor, logits_out: torch.Tensor,
@@ -100,12 +98,14 @@ class OutlierExposure(TrainingDefense):
 
 
 class AMVictim(nn.Module):
-    """A base victim behind AM's gate: (1 - a) y + a softmax(F^(x)), a = sigmoid(nu (tau - max y))."""
+    """A base victim behind AM's gate: (1 - a) y + a softmax(F^(x)), a = sigmoid(nu (tau - max y)).
 
-    def __init__(self, base: nn.Module, misinfo: nn.Module, tau: float, nu: float, implementation: str):
+    The fast form: F^ runs only where the gate is open (a == 0 gives (1 - 0) y + 0 * q = y exactly anyway)."""
+
+    def __init__(self, base: nn.Module, misinfo: nn.Module, tau: float, nu: float):
         super().__init__()
         self.base, self.misinfo = base, misinfo
-        self.tau, self.nu, self.implementation = tau, nu, implementation
+        self.tau, self.nu = tau, nu
 
     def gate(self, y: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.nu * (self.tau - y.amax(dim=1, keepdim=True)))
@@ -113,9 +113,6 @@ class AMVictim(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         alpha = self.gate(y)
-        if self.implementation == "reference":
-            return (1 - alpha) * y + alpha * torch.softmax(self.misinfo(x), dim=1)
-        # F^ only where the gate is open: alpha == 0 gives (1 - 0) y + 0 * q = y exactly anyway
         out = (1 - alpha) * y
         open_ = alpha[:, 0] != 0
         if bool(open_.all()):
@@ -124,6 +121,19 @@ class AMVictim(nn.Module):
             rows = open_.nonzero()[:, 0]
             out[rows] = out[rows] + alpha[rows] * torch.softmax(self.misinfo(x[rows]), dim=1)
         return out
+
+
+class ReferenceAMVictim(AMVictim):
+    """The same answers by the formula as written: F^ on every query, whether its gate is open or not."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        alpha = self.gate(y)
+        return (1 - alpha) * y + alpha * torch.softmax(self.misinfo(x), dim=1)
+
+
+FORMS: dict[str, type[AMVictim]] = {"fast": AMVictim, "reference": ReferenceAMVictim}
+"""The module of each ``implementation``, chosen once when the victim is built."""
 
 
 @register_defense("am")
@@ -143,7 +153,7 @@ class AdaptiveMisinformation(OutputDefense):
         misinfo_epochs: int | None = None  # F^'s epochs; None: the recipe's
         misinfo_momentum: float = 0.9  # F^'s SGD momentum and weight decay, as in the official code
         misinfo_weight_decay: float = 5e-4
-        implementation: str = "fast"  # "fast" (F^ only on gated inputs) or "reference" (F^ on all)
+        implementation: Literal["fast", "reference"] = "fast"  # F^ only on gated inputs, or on all
 
     @staticmethod
     def check_config(config: "AdaptiveMisinformation.Config") -> tuple[str, str] | None:
@@ -153,14 +163,12 @@ class AdaptiveMisinformation(OutputDefense):
             return "nu", f"expected a positive gate sharpness, got {config.nu}"
         if config.misinfo_epochs is not None and config.misinfo_epochs < 0:
             return "misinfo_epochs", f"expected a non-negative integer, got {config.misinfo_epochs}"
-        if config.implementation not in IMPLEMENTATIONS:
-            return "implementation", f"expected 'fast' or 'reference', got {config.implementation!r}"
         return None
 
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
         misinfo = ctx.new_model("am.misinformation")  # F^'s initialisation is independent of the victim's
         c = self.config
-        return AMVictim(base, misinfo, c.tau, c.nu, c.implementation)
+        return FORMS[c.implementation](base, misinfo, c.tau, c.nu)
 
     def fit(self, defended: nn.Module, ctx: VictimContext) -> None:
         """Train F^ on ID images (true labels) and outliers (labelled by the base victim's top-1)."""

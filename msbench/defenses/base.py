@@ -24,10 +24,11 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from msbench.config import choice_problem
 from msbench.data import DatasetSpec, ImageData
 from msbench.io import write_atomic
 from msbench.seeds import build_seeded, derive_seed
-from msbench.training import Recipe
+from msbench.training import Augmentation, Recipe
 
 
 @dataclass
@@ -48,7 +49,7 @@ class VictimContext:
     seed: int
     roles: dict[str, Callable[[], ImageData]] = field(default_factory=dict)  # lazily loaded OOD / hash sets
     make_model: Callable[[], nn.Module] = lambda: nn.Identity()  # a fresh classifier returning logits
-    augment: str = "none"
+    augment: Augmentation = "none"  # the recipe's, or the dataset's default where the recipe says "auto"
 
     def seed_for(self, purpose: str) -> int:
         """The seed of one random stream of this victim (``"ini.train"``: InI's shuffles)."""
@@ -74,8 +75,11 @@ class Defense:
     A plugin subclasses one of the two real types below, never this class: the framework tells
     them apart with ``isinstance`` and calls only what they declare here."""
 
-    registered_name: ClassVar[str] = ""
+    registered_name: ClassVar[str] = ""  # set by ``register_defense``
     roles: ClassVar[tuple[str, ...]] = ()  # role datasets it trains on: "ood", "hash"
+    # Code identity of its victims' cache keys, read only where the class itself sets it (bump it
+    # when a change alters results); None: the hash of the class's source file.
+    version: ClassVar[str | int | None] = None
     # How reports show it (read from the registry by name; a defense without them shows its
     # registry name, a colour from a colour-blind-safe palette, and sorts after the paper's):
     label: ClassVar[str] = ""  # display name, e.g. "InI"; "" = the registry name
@@ -89,14 +93,15 @@ class Defense:
 
     def __init__(self, config: Any | None = None):
         self.config = config if config is not None else self.Config()
-        problem = self.check_config(self.config)
+        problem = choice_problem(self.config) or self.check_config(self.config)
         if problem:
             raise ValueError(f"{self.registered_name or type(self).__name__.lower()}: {problem[0]}: {problem[1]}")
 
     @staticmethod
     def check_config(config: Any) -> tuple[str, str] | None:
         """``(key, what was expected)`` for a config value the types alone do not rule out (a
-        negative weight); None when the config is valid. The suite reports it as one line."""
+        negative weight); None when the config is valid. The suite reports it as one line.
+        A closed vocabulary is a ``Literal[...]`` field of ``Config``, checked before this is called."""
         return None
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +54,6 @@ from msbench.registry import register_defense
 from msbench.seeds import build_seeded
 from msbench.training import augment_batch, cycle_batches, descend, fit, make_optimizer
 
-IMPLEMENTATIONS = ("fast", "reference")
 HASH_SIDE = 32
 
 
@@ -114,33 +113,20 @@ class HashNet(nn.Module):
 # -- the deployed ensemble --------------------------------------------------------------------
 
 class EDMVictim(nn.Module):
-    """Members (logits models), a hash model and the routing; answers probability vectors."""
+    """Members (logits models), a hash model and the routing; answers probability vectors.
 
-    def __init__(self, members: list[nn.Module], hasher: HashNet, M: int = 10, m: int = 2,
-                 implementation: str = "fast"):
+    The fast form: the batch grouped by member, one forward per non-empty group, scattered back."""
+
+    def __init__(self, members: list[nn.Module], hasher: HashNet, M: int = 10, m: int = 2):
         super().__init__()
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"unknown EDM implementation '{implementation}'; expected one of {IMPLEMENTATIONS}")
         self.members = nn.ModuleList(members)
         self.hasher = hasher
-        self.M, self.m, self.implementation = M, m, implementation
+        self.M, self.m = M, m
 
     def member_index(self, x: torch.Tensor) -> torch.Tensor:
         return hash_index(torch.softmax(self.hasher(x), dim=1), len(self.members), self.M, self.m)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.implementation == "reference":
-            return self.forward_reference(x)
-        return self.forward_fast(x)
-
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
-        """Every member on the whole batch, then pick each sample's member."""
-        index = self.member_index(x)
-        every = torch.stack([torch.softmax(member(x), dim=1) for member in self.members])  # (N, B, K)
-        return every[index, torch.arange(len(x), device=x.device)]
-
-    def forward_fast(self, x: torch.Tensor) -> torch.Tensor:
-        """Group the batch by member, one forward per non-empty group, scatter back."""
         index = self.member_index(x)
         if len(x) == 0:
             return torch.softmax(self.members[0](x), dim=1)
@@ -152,6 +138,20 @@ class EDMVictim(nn.Module):
         out = torch.empty_like(answers)
         out[order] = answers
         return out
+
+
+class ReferenceEDMVictim(EDMVictim):
+    """The same answers as the public reimplementations compute them: every member on the whole
+    batch, then each sample's member picked."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index = self.member_index(x)
+        every = torch.stack([torch.softmax(member(x), dim=1) for member in self.members])  # (N, B, K)
+        return every[index, torch.arange(len(x), device=x.device)]
+
+
+FORMS: dict[str, type[EDMVictim]] = {"fast": EDMVictim, "reference": ReferenceEDMVictim}
+"""The module of each ``implementation``, chosen once when the victim is built."""
 
 
 def diversity_loss(probs: torch.Tensor) -> torch.Tensor:
@@ -183,12 +183,10 @@ class EDM(TrainingDefense):
         hash_m: int = 2  # m of the index formula
         hash_classes: int = 10  # classes of the hash dataset (KMNIST, SVHN: 10)
         hash_epochs: int | None = None  # hash-model epochs; unset: the recipe's epochs
-        implementation: str = "fast"  # "fast" (route each sample to its member) or "reference" (all members)
+        implementation: Literal["fast", "reference"] = "fast"  # route each sample to its member, or run all members
 
     @staticmethod
     def check_config(config: Any) -> tuple[str, str] | None:
-        if config.implementation not in IMPLEMENTATIONS:
-            return "implementation", f"expected one of {', '.join(IMPLEMENTATIONS)}, got '{config.implementation}'"
         if config.members < 2:
             return "members", f"an ensemble needs at least 2 members, got {config.members}"
         if config.hash_M < 2 or config.hash_m < 1 or config.hash_classes < 2:
@@ -203,7 +201,7 @@ class EDM(TrainingDefense):
         cfg = self.config
         members = [ctx.new_model(f"edm.member{i}") for i in range(cfg.members)]  # each its own initialisation
         hasher = build_seeded(lambda: HashNet(ctx.spec.shape, cfg.hash_classes), ctx.seed_for("edm.hasher"))
-        return EDMVictim(members, hasher, cfg.hash_M, cfg.hash_m, cfg.implementation)
+        return FORMS[cfg.implementation](members, hasher, cfg.hash_M, cfg.hash_m)
 
     def fit(self, victim: nn.Module, ctx: VictimContext) -> None:
         self.fit_hash(victim.hasher, ctx.role("hash"), ctx)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +30,8 @@ from msbench.defenses.base import OutputDefense, VictimContext
 from msbench.models import last_linear
 from msbench.registry import register_defense
 
-STRATEGIES = ("extreme", "argmax")
-OBJECTIVES = ("angular", "l2")
-IMPLEMENTATIONS = ("fast", "reference")
+Strategy = Literal["extreme", "argmax"]  # one-hot targets, or uniform sets keeping the top-1 label
+Objective = Literal["angular", "l2"]  # the official objmax=True, or its default objmax=False
 EXHAUSTIVE_MAX_CLASSES = 10  # up to this K, MAD-argmax scores all 2^(K-1) sets containing k1
 GREEDY_MAX_CANDIDATES = 1024  # beyond it, the greedy search stops after this many scored sets
 TOP1_BONUS = 1e-5  # added at k1 before normalising a set, so y* keeps k1 as its strict top-1
@@ -224,13 +223,12 @@ def _greedy_targets(dots: _Dots, top1: torch.Tensor, objective: str) -> torch.Te
 
 
 class MADVictim(nn.Module):
-    """A base victim answering through MAD's poisoning; holds the fixed random surrogate."""
+    """A base victim answering through MAD's poisoning (the fast form); holds the fixed random surrogate."""
 
-    def __init__(self, base: nn.Module, surrogate: nn.Module, epsilon: float, strategy: str, objective: str,
-                 implementation: str):
+    def __init__(self, base: nn.Module, surrogate: nn.Module, epsilon: float, strategy: Strategy, objective: Objective):
         super().__init__()
         self.base, self.surrogate = base, surrogate.eval()
-        self.epsilon, self.strategy, self.objective, self.implementation = epsilon, strategy, objective, implementation
+        self.epsilon, self.strategy, self.objective = epsilon, strategy, objective
 
     def train(self, mode: bool = True) -> "MADVictim":
         super().train(mode)
@@ -238,13 +236,22 @@ class MADVictim(nn.Module):
         return self
 
     def targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.implementation == "reference":
-            return reference_targets(self.surrogate, x, y, self.strategy, self.objective)
         return fast_targets(torch.softmax(self.surrogate(x), dim=1), y, self.strategy, self.objective)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         return mix(y, self.targets(x, y), self.epsilon)
+
+
+class ReferenceMADVictim(MADVictim):
+    """The same answers by the official per-sample procedure: the oracle the fast form is tested against."""
+
+    def targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return reference_targets(self.surrogate, x, y, self.strategy, self.objective)
+
+
+FORMS: dict[str, type[MADVictim]] = {"fast": MADVictim, "reference": ReferenceMADVictim}
+"""The module of each ``implementation``, chosen once when the victim is built."""
 
 
 def random_surrogate(ctx: VictimContext, purpose: str) -> nn.Module:
@@ -269,20 +276,17 @@ class MAD(OutputDefense):
     @dataclass
     class Config:
         epsilon: float = 0.5  # L1 budget (the official MNIST example)
-        strategy: str = "extreme"  # "extreme" (one-hot targets) or "argmax" (keeps the top-1 label)
-        objective: str = "angular"  # "angular" (official objmax=True) or "l2" (official default objmax=False)
-        implementation: str = "fast"  # "fast" (closed form) or "reference" (per-sample backward passes)
+        strategy: Strategy = "extreme"
+        objective: Objective = "angular"
+        implementation: Literal["fast", "reference"] = "fast"  # closed form, or per-sample backward passes
 
     @staticmethod
     def check_config(config: "MAD.Config") -> tuple[str, str] | None:
         if not (math.isfinite(config.epsilon) and config.epsilon >= 0):
             return "epsilon", f"expected a non-negative L1 budget, got {config.epsilon}"
-        for key, allowed in (("strategy", STRATEGIES), ("objective", OBJECTIVES), ("implementation", IMPLEMENTATIONS)):
-            if getattr(config, key) not in allowed:
-                return key, f"expected one of {', '.join(map(repr, allowed))}, got {getattr(config, key)!r}"
         return None
 
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
         surrogate = random_surrogate(ctx, "mad.surrogate")
         c = self.config
-        return MADVictim(base, surrogate, c.epsilon, c.strategy, c.objective, c.implementation)
+        return FORMS[c.implementation](base, surrogate, c.epsilon, c.strategy, c.objective)

@@ -62,7 +62,8 @@ def split_variant(name: str) -> tuple[str, str]:
 
 
 def _part_label(part: str) -> str:
-    return getattr(_plugin(DEFENSES, part), "label", "") or part
+    plugin = _plugin(DEFENSES, part)
+    return (plugin.label if plugin else "") or part
 
 
 def defense_label(name: str) -> str:
@@ -77,7 +78,8 @@ def dataset_label(name: str) -> str:
 
 
 def attack_label(name: str) -> str:
-    return getattr(_plugin(ATTACKS, str(name)), "label", "") or str(name)
+    plugin = _plugin(ATTACKS, str(name))
+    return (plugin.label if plugin else "") or str(name)
 
 
 def mode_label(name: str) -> str:
@@ -86,7 +88,8 @@ def mode_label(name: str) -> str:
 
 def paper_rank(name: str) -> tuple[int, ...] | None:
     """Paper position of a defense: each link's ``paper_order`` (``ini+mad`` -> (4, 1)); None unless every link has one."""
-    ranks = [getattr(_plugin(DEFENSES, part), "paper_order", None) for part in split_variant(name)[0].split("+")]
+    plugins = [_plugin(DEFENSES, part) for part in split_variant(name)[0].split("+")]
+    ranks = [plugin.paper_order if plugin else None for plugin in plugins]
     return None if any(r is None for r in ranks) else tuple(ranks)
 
 
@@ -108,7 +111,8 @@ def order_defenses(names) -> list[str]:
 def order_attacks(names) -> list[str]:
     """Attacks with a ``paper_order`` first in that order, then the rest in the order given (the suite's)."""
     present = list(dict.fromkeys(str(n) for n in names if not (isinstance(n, float) and pd.isna(n))))
-    rank = {n: getattr(_plugin(ATTACKS, n), "paper_order", None) for n in present}
+    plugins = {n: _plugin(ATTACKS, n) for n in present}
+    rank = {n: plugin.paper_order if plugin else None for n, plugin in plugins.items()}
     return sorted(present, key=lambda n: (rank[n] is None, rank[n] if rank[n] is not None else present.index(n)))
 
 
@@ -118,7 +122,8 @@ def is_pool_attack(name: str) -> bool:
     Its hard-label mode receives only the top-1 class: no defense that keeps every answer's argmax
     can change what it learns from, so its clone accuracy is a bound such defenses cannot push down.
     """
-    return "surrogate" in getattr(_plugin(ATTACKS, str(name)), "roles", ())
+    plugin = _plugin(ATTACKS, str(name))
+    return plugin is not None and "surrogate" in plugin.roles
 
 
 def in_order(values) -> list:

@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from msbench.defenses import OutputDefense
 from msbench.report.data import (DEFENSES, RunTables, _plugin, attack_label, ci95, collapsed_victims, dataset_label,
                                  defense_label, in_order, mode_label, order_attacks, order_defenses, split_variant,
                                  summarise)
@@ -45,8 +46,10 @@ def _declared_colour(defense: str) -> str | None:
     """A single defense's ``color``; a stack (``ini+mad``) takes its outer link's ``color_over_base``."""
     parts = split_variant(defense)[0].split("+")
     if len(parts) == 1:
-        return getattr(_plugin(DEFENSES, parts[0]), "color", None)
-    return getattr(_plugin(DEFENSES, parts[-1]), "color_over_base", None)
+        plugin = _plugin(DEFENSES, parts[0])
+        return plugin.color if plugin else None
+    outer = _plugin(DEFENSES, parts[-1])
+    return outer.color_over_base if outer is not None and issubclass(outer, OutputDefense) else None
 
 
 def defense_palette(defenses) -> dict[str, str]:
