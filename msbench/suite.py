@@ -19,8 +19,10 @@ from msbench.config import SuiteError, as_dict, build, coerce, unknown_key
 from msbench.defenses import OutputDefense
 from msbench.data import ROLES, DataError, DatasetSpec, MissingDataError, default_data_root, file_dataset, load_split
 from msbench.oracle import LABEL_MODES
+from msbench.plugin_config import plugin_config
 from msbench.plugin_modules import import_plugins
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, UnknownPluginError
+from msbench.timing.schema import TimingOptions
 from msbench.training import CLONE_RECIPE, Recipe
 
 
@@ -121,7 +123,7 @@ class Suite:
 
 
 TOP_LEVEL = {"name", "description", "plugins", "matrix", "run", "victim", "clone", "defenses", "attacks", "datasets"}
-EXTRA_SECTIONS: dict[str, type] = {}
+EXTRA_SECTIONS: dict[str, type] = {"timing": TimingOptions}
 """Further top-level tables (``timing``, ``report``) registered by the stages that read them.
 A section class may define ``validate(self, suite)``, raising SuiteError, to check it against the suite."""
 
@@ -351,21 +353,6 @@ def _plugin_settings(raw: dict[str, Any], section: str, registry, used: set[str]
     return settings
 
 
-def plugin_config(registry, name: str, table: dict[str, Any], file: str, key: str, base: Any = None) -> Any:
-    """A plugin's ``Config`` from a suite table (over ``base``'s values when given), checked by the
-    plugin's ``check_config`` so a bad value fails at load time, naming its key."""
-    plugin = registry.get(name)
-    config = build(plugin.Config, table, file, key, base=base)
-    budget = getattr(config, "budget", None)
-    if isinstance(budget, int) and budget < 1:
-        raise SuiteError(file, f"{key}.budget", f"expected a positive number of queries, got {budget}")
-    check = getattr(plugin, "check_config", None)
-    problem = check(config) if check else None
-    if problem:
-        raise SuiteError(file, f"{key}.{problem[0]}", problem[1])
-    return config
-
-
 def _file_spec(name: str, options: DatasetOptions, file: str, key: str) -> DatasetSpec:
     if options.format not in ("idx", "npz"):
         raise SuiteError(file, f"{key}.format", f"expected 'idx' or 'npz', got '{options.format}'")
@@ -417,5 +404,4 @@ def check_data(suite: Suite, root: Path) -> None:
 
 __all__ = ["Suite", "SuiteError", "load_suite", "parse_suite", "check_data", "resolve_chain", "default_data_root", "EXTRA_SECTIONS"]
 
-import msbench.timing  # noqa: E402,F401  (registers the [timing] section; it needs EXTRA_SECTIONS above)
 import msbench.sweep  # noqa: E402,F401  (registers the [sweep] section)
