@@ -9,7 +9,7 @@ import torch
 
 import msbench
 from msbench.config import SuiteError
-from msbench.report.data import load_runs
+from msbench.report import load_runs
 from msbench.runner import Workspace
 from msbench.suite import load_suite
 from tests.conftest import tiny_suite
