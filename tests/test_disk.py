@@ -17,7 +17,8 @@ from msbench.cli import main
 from msbench.defenses import load_cached_victim, save_victim
 from msbench.defenses.vanilla import Vanilla
 from msbench.io import DiskError, RunLock, RunLocked, write_atomic
-from msbench.results import RecordStore, load_results, results_frame, write_tables
+from msbench.report import load_results
+from msbench.results import RecordStore, results_frame, write_tables
 from tests.conftest import tiny_suite
 
 
