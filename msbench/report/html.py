@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-import msbench
+from msbench.version import __version__
 from msbench.report.data import RunTables, dataset_label, in_order
 from msbench.report.tables import Table
 
@@ -103,7 +103,7 @@ def _tuned(results: pd.DataFrame) -> list[dict[str, str]]:
 
 
 def _rendering_machine() -> list[tuple[str, str]]:
-    rows = [("msbench", msbench.__version__), ("python", platform.python_version()), ("platform", platform.platform())]
+    rows = [("msbench", __version__), ("python", platform.python_version()), ("platform", platform.platform())]
     try:
         import torch
 
@@ -149,7 +149,7 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
     context = {
         "title": title,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "version": msbench.__version__,
+        "version": __version__,
         "runs": [{"dir": str(d), "name": s.get("name", d.name), "description": s.get("description", ""),
                   "settings": _settings(s)} for d, s in zip(tables.run_dirs, tables.suites)],
         "counts": {"cells": progress.planned, "ok": progress.finished, "failed": progress.failed, "pending": progress.pending,
