@@ -28,7 +28,7 @@ import torch
 from msbench.config import SuiteError, as_dict
 
 if TYPE_CHECKING:  # imported lazily at run time: suite.py imports this module
-    from msbench.runner import Workspace
+    from msbench.workspace import Workspace
     from msbench.suite import Suite
 
 INPUT_KINDS = ("random", "id", "ood")
@@ -68,7 +68,7 @@ class TimingOptions:
         """Check names against the suite and the registries; raises SuiteError naming ``timing.<key>``."""
         from msbench.defenses import OutputDefense
         from msbench.registry import ARCHITECTURES, DEFENSES, UnknownPluginError
-        from msbench.suite import resolve_chain
+        from msbench.defenses.chain import resolve_chain
 
         file = str(suite.path)
 
@@ -117,7 +117,7 @@ class TimingOptions:
 def override_config(suite: "Suite", name: str, table: Any, file: str) -> Any:
     """Defense ``name``'s config with ``[timing.overrides.<name>]`` over the suite's (or the default)."""
     from msbench.registry import DEFENSES
-    from msbench.suite import plugin_config
+    from msbench.suite_checks import plugin_config
 
     key = f"timing.overrides.{name}"
     if not isinstance(table, dict):
@@ -263,7 +263,8 @@ def make_plan(suite: "Suite") -> Plan:
 def _with_settings(suite: "Suite", plan: Plan) -> "Suite":
     """The suite plus default settings for defenses only the timing stage uses."""
     from msbench.registry import DEFENSES
-    from msbench.suite import PluginSettings, resolve_chain
+    from msbench.defenses.chain import resolve_chain
+    from msbench.suite_schema import PluginSettings
 
     defenses = dict(suite.defenses)
     for composition in plan.defenses:
@@ -338,11 +339,11 @@ def time_suite(suite: "str | Path | Suite", data_root: str | Path | None = None,
     ``reuse`` (what ``run_suite`` asks), an existing table measured with the same settings, victims,
     device and torch version is returned instead of measuring again.
     """
-    import msbench
     from msbench.data import MissingDataError, default_data_root, load_split
     from msbench.progress import progress
     from msbench.io import write_atomic
-    from msbench.runner import Workspace, resolve_device
+    from msbench.version import __version__
+    from msbench.workspace import Workspace, resolve_device
     from msbench.suite import Suite, check_data, load_suite
 
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -387,7 +388,7 @@ def time_suite(suite: "str | Path | Suite", data_root: str | Path | None = None,
     echo(f"{suite.name}: timing {len(plan.defenses)} defenses x {len(plan.archs)} archs x {len(options.batch_sizes)} batch sizes"
          f" x {len(options.inputs)} inputs, {options.repeats} calls each, on {dev}")
     rows: list[dict[str, Any]] = []
-    stamp = {"seed": plan.seed, "device": device_label, "torch": torch.__version__, "msbench": msbench.__version__, "plan_key": key}
+    stamp = {"seed": plan.seed, "device": device_label, "torch": torch.__version__, "msbench": __version__, "plan_key": key}
     total = len(plan.archs) * len(plan.defenses) * len(options.inputs) * len(options.batch_sizes)
     with progress(total=total, desc="timing", unit="measurement", leave=True) as bar:
         for arch in plan.archs:
@@ -412,7 +413,7 @@ def measure_arch(ws: "Workspace", source: str, arch: str, plan: Plan, bar: Any, 
         bar.set_description(f"victim {plan.dataset}/{arch}/{composition}")
         chain = ws.suite.chain(composition)
         try:
-            module, info = ws.victim(plan.dataset, arch, chain, plan.seed)
+            module, info = ws.victims.get(plan.dataset, arch, chain, plan.seed)
         except Exception as failure:  # one defense that cannot be built must not cost the others' timings
             bar.write(f"timing: {arch}/{composition} skipped: {type(failure).__name__}: {failure}")
             continue
