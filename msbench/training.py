@@ -1,9 +1,15 @@
-"""The one supervised training loop that victims and clones share, and evaluation helpers."""
+"""The one training loop every trainer uses (victims, clones, a defense's auxiliary models, an
+attack's generator or restorer), the optimisers it steps, and evaluation helpers.
+
+A trainer supplies only its objective: a ``step`` that makes one batch's loss and updates through an
+``Optimiser``. ``train_loop`` owns modes, batching and shuffling, schedules, finiteness and progress,
+so two trainers cannot drift apart in how they train.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,19 +48,6 @@ CLONE_RECIPE = Recipe(epochs=50, lr=0.1, momentum=0.9, weight_decay=5e-4, schedu
 """KnockoffNets' clone recipe in the InI code: 50 epochs, SGD lr 0.1 momentum 0.9, wd 5e-4, cosine."""
 
 
-def make_optimizer(params: Iterator[nn.Parameter] | list, recipe: Recipe) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    if recipe.schedule == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma)
-    elif recipe.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(recipe.epochs, 1))
-    elif recipe.schedule == "constant":
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    else:
-        raise ValueError(f"unknown schedule '{recipe.schedule}'")
-    return optimizer, scheduler
-
-
 def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """Batch-level random crop (pad 4) and horizontal flip, the CIFAR recipe; identity for 'none'."""
     if mode in ("none", "auto"):
@@ -86,14 +79,145 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, desc: str, epoch: int | None = None) -> None:
-    """One optimiser step on ``loss``. A non-finite loss stops training there, naming where, rather
-    than letting NaN weights reach a cached victim."""
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{desc}: loss became {loss.item()}" + (f" in epoch {epoch}" if epoch is not None else ""))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+def _recipe_optimizer(params: Iterable[nn.Parameter], recipe: Recipe) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """SGD and the learning-rate schedule ``recipe`` names, over ``params``."""
+    optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    if recipe.schedule == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma)
+    elif recipe.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(recipe.epochs, 1))
+    elif recipe.schedule == "constant":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    else:
+        raise ValueError(f"unknown schedule '{recipe.schedule}'")
+    return optimizer, scheduler
+
+
+class Optimiser:
+    """An optimiser, its learning-rate schedule (stepped once per epoch of ``train_loop``) and the
+    name its errors carry: the one place where parameters are stepped, so that every trainer gets
+    the same finiteness check and the same zero_grad / backward / step order."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                 desc: str = "train"):
+        self.optimizer, self.scheduler, self.desc = optimizer, scheduler, desc
+        self.where = ""  # the epoch (or iteration) under way, set by train_loop and named in errors
+
+    @classmethod
+    def sgd(cls, params: Iterable[nn.Parameter], recipe: Recipe, desc: str = "train") -> "Optimiser":
+        """SGD with the recipe's momentum, weight decay and schedule."""
+        return cls(*_recipe_optimizer(params, recipe), desc=desc)
+
+    @classmethod
+    def milestone_sgd(cls, params: Iterable[nn.Parameter], lr: float, momentum: float, weight_decay: float,
+                      milestones: Sequence[int] = (), gamma: float = 1.0, desc: str = "train") -> "Optimiser":
+        """SGD whose learning rate is multiplied by ``gamma`` at each milestone epoch (none: constant)."""
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return cls(optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma) if milestones else None, desc)
+
+    @classmethod
+    def adam(cls, params: Iterable[nn.Parameter], lr: float, milestones: Sequence[int] = (), gamma: float = 1.0,
+             desc: str = "train") -> "Optimiser":
+        """Adam whose learning rate is multiplied by ``gamma`` at each milestone epoch (none: constant)."""
+        optimizer = torch.optim.Adam(params, lr=lr)
+        return cls(optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma) if milestones else None, desc)
+
+    def check(self, values: Mapping[str, float]) -> None:
+        """Stop at a non-finite objective, naming it, rather than letting NaN weights reach a cached model."""
+        if not all(math.isfinite(v) for v in values.values()):
+            raise FloatingPointError(f"{self.desc}: an objective became non-finite: {dict(values)}" + self.where)
+
+    def step_on(self, loss: torch.Tensor) -> None:
+        """One step down the gradient of ``loss``; a non-finite loss stops training there."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.desc}: loss became {loss.item()}" + self.where)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def step_through(self, output: torch.Tensor, gradient: torch.Tensor) -> None:
+        """One step with ``gradient`` (d loss / d output) back-propagated through ``output``: for a loss
+        whose gradient is estimated outside autograd (DFME's generator)."""
+        if not bool(torch.isfinite(gradient).all()):
+            raise FloatingPointError(f"{self.desc}: the gradient estimate became non-finite" + self.where)
+        self.optimizer.zero_grad(set_to_none=True)
+        output.backward(gradient)
+        self.optimizer.step()
+
+    def step_along(self, params: Sequence[nn.Parameter], direction: torch.Tensor) -> None:
+        """One step with a flat update ``direction`` the caller computed (PCGrad's merged gradient),
+        laid onto ``params`` in order as their gradients."""
+        offset = 0
+        for p in params:
+            p.grad = direction[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        self.optimizer.step()
+
+    def end_epoch(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+
+class Shuffled:
+    """The batches of one epoch: index tensors into ``size`` items, in a fresh order drawn from
+    ``generator`` at the start of every pass (the last batch may be short)."""
+
+    unit = "epoch"
+
+    def __init__(self, size: int, batch_size: int, generator: torch.Generator):
+        self.size, self.batch_size, self.generator = size, batch_size, generator
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = torch.randperm(self.size, generator=self.generator)
+        for start in range(0, self.size, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+
+class Once:
+    """One step per epoch, with no data (an iteration of a data-free game such as DFME's)."""
+
+    unit = "iteration"
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[None]:
+        yield None
+
+
+def train_loop(step: Callable[[Any], Mapping[str, torch.Tensor | float]], batches: Shuffled | Once,
+               epochs: int, modules: Sequence[nn.Module], optimisers: Sequence[Optimiser], desc: str,
+               on_epoch: Callable[[int], None] | None = None) -> None:
+    """The training loop every trainer shares: ``epochs`` passes over ``batches``, ``step(batch)``
+    per batch.
+
+    The loop owns what the trainers must not get different: ``modules`` in training mode at the
+    start of every epoch and in eval mode at the end, each optimiser's schedule stepped after every
+    epoch, the epoch named in a non-finite loss's error, and the progress bar. The step owns its
+    objective: it makes its batch, computes the loss and updates through an ``Optimiser`` (step_on,
+    or its own update direction), and returns the values shown on the bar (scalars).
+    ``on_epoch(epoch)`` runs after each epoch (reports of intermediate models).
+    """
+    values: Mapping[str, torch.Tensor | float] = {}
+    with progress(total=epochs * len(batches), desc=desc, unit="step") as bar:
+        for epoch in range(epochs):
+            for module in modules:
+                module.train()
+            for optimiser in optimisers:
+                optimiser.where = f" in {batches.unit} {epoch + 1}"
+            for batch in batches:
+                values = step(batch)
+                bar.update(1)
+            for optimiser in optimisers:
+                optimiser.end_epoch()
+            bar.set_postfix(epoch=epoch + 1, **{k: f"{float(v):.3f}" for k, v in values.items()})
+            if on_epoch is not None:
+                on_epoch(epoch)
+    for module in modules:
+        module.eval()
 
 
 def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, recipe: Recipe, *, device: torch.device | str = "cpu",
@@ -106,29 +230,22 @@ def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, recipe: R
     """
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
-    optimizer, scheduler = make_optimizer(model.parameters(), recipe)
+    optimiser = Optimiser.sgd(model.parameters(), recipe, desc)
     soft = targets.dim() == 2
-    n = len(images)
-    steps = math.ceil(n / recipe.batch_size)
-    with progress(total=recipe.epochs * steps, desc=desc, unit="step") as bar:
-        for epoch in range(recipe.epochs):
-            model.train()
-            order = torch.randperm(n, generator=generator)
-            for start in range(0, n, recipe.batch_size):
-                index = order[start:start + recipe.batch_size]
-                x = images[index].to(device)
-                x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-                x = augment_batch(x, augment, generator)
-                y = targets[index].to(device)
-                logits = model(x)
-                loss = soft_cross_entropy(logits, y) if soft else F.cross_entropy(logits, y)
-                descend(optimizer, loss, desc, epoch + 1)
-                bar.update(1)
-            scheduler.step()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-            if on_epoch is not None:
-                on_epoch(epoch, model)
-    return model.eval()
+
+    def step(index: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = images[index].to(device)
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        x = augment_batch(x, augment, generator)
+        y = targets[index].to(device)
+        logits = model(x)
+        loss = soft_cross_entropy(logits, y) if soft else F.cross_entropy(logits, y)
+        optimiser.step_on(loss)
+        return {"loss": loss.detach()}
+
+    train_loop(step, Shuffled(len(images), recipe.batch_size, generator), recipe.epochs, [model], [optimiser], desc,
+               None if on_epoch is None else lambda epoch: on_epoch(epoch, model))
+    return model
 
 
 @torch.no_grad()

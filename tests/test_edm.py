@@ -10,7 +10,7 @@ from msbench.data import DatasetSpec, ImageData
 from msbench.defenses import VictimContext
 from msbench.defenses.edm import EDM, EDMVictim, HashNet, diversity_loss, hash_bucket, hash_index
 from msbench.registry import DEFENSES
-from msbench.training import Recipe, fit, make_optimizer
+from msbench.training import Optimiser, Recipe, fit
 from tests.conftest import single_thread
 
 SHAPE = (1, 16, 16)
@@ -154,10 +154,10 @@ def test_diversity_loss_falls_over_a_few_steps():
                 return diversity_loss(torch.stack([torch.softmax(m(x_ood), 1) for m in model.members])).item()
 
         defense = EDM(EDM.Config(lambda_d=lambda_d))
-        optimizer, _ = make_optimizer([p for m in model.members for p in m.parameters()], Recipe(lr=0.05))
+        optimiser = Optimiser.sgd([p for m in model.members for p in m.parameters()], Recipe(lr=0.05))
         before = coherence()
         for _ in range(15):
-            defense.step(model, optimizer, x, y, x_ood)
+            defense.step(model, optimiser, x, y, x_ood)
         return before, coherence()
 
     # Fresh members all answer close to uniform, where the coherence is near its maximum log(10) + 1

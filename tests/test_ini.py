@@ -12,7 +12,7 @@ from msbench.defenses import Softmax, VictimContext
 from msbench.defenses.ini import InI, clone_gradient, information_gain, isolation_loss
 from msbench.pcgrad import pcgrad
 from msbench.registry import DEFENSES
-from msbench.training import Recipe, make_optimizer
+from msbench.training import Optimiser, Recipe
 
 CLASSES = 5
 
@@ -58,10 +58,10 @@ def test_isolation_and_induction_losses_decrease_over_a_few_steps():
     params = list(clone.parameters())
     iso_before = isolation_loss(victim(x), clone(x), y, params).item()
     ind_before = induction_loss(victim, clone, x_ood, defense.config.beta).item()
-    optimizer, _ = make_optimizer(victim.parameters(), Recipe(lr=0.02))
+    optimiser = Optimiser.sgd(victim.parameters(), Recipe(lr=0.02))
     generator = torch.Generator().manual_seed(0)
     for _ in range(30):
-        defense.step(victim, clone, optimizer, x, y, x_ood, generator)
+        defense.step(victim, clone, optimiser, x, y, x_ood, generator)
     iso_after = isolation_loss(victim(x), clone(x), y, params).item()
     ind_after = induction_loss(victim, clone, x_ood, defense.config.beta).item()
     assert iso_after < iso_before - 0.2, (iso_before, iso_after)

@@ -53,6 +53,7 @@ from msbench.attacks.base import Attack, AttackContext, oracle_targets
 from msbench.oracle import Oracle
 from msbench.registry import register_attack
 from msbench.seeds import build_seeded
+from msbench.training import Once, Optimiser, train_loop
 
 LOG_FLOOR = 1e-8
 MILESTONES = (0.1, 0.3, 0.5)
@@ -169,11 +170,11 @@ class DFME(Attack):
             raise ValueError("dfme: the attack context gives no input shape for the generator's images")
         shape = ctx.input_shape
         generator_net = build_seeded(lambda: Generator(shape, config.nz, config.ngf), ctx.seed_for("dfme.generator")).to(device)
-        clone_opt = torch.optim.SGD(clone.parameters(), lr=config.lr_clone, momentum=0.9, weight_decay=5e-4)
-        gen_opt = torch.optim.Adam(generator_net.parameters(), lr=config.lr_generator)
         milestones = sorted({max(1, int(f * iterations)) for f in MILESTONES})
-        schedules = [torch.optim.lr_scheduler.MultiStepLR(o, milestones, LR_SCALE)
-                     for o in (clone_opt, gen_opt)[:1 + (config.generator_steps > 0)]]
+        clone_opt = Optimiser.milestone_sgd(clone.parameters(), config.lr_clone, 0.9, 5e-4, milestones, LR_SCALE, "dfme clone")
+        # the generator's schedule only where it steps (a schedule stepped before its optimiser warns)
+        gen_opt = Optimiser.adam(generator_net.parameters(), config.lr_generator,
+                                 milestones if config.generator_steps > 0 else (), LR_SCALE, "dfme generator")
         noise = torch.Generator().manual_seed(ctx.seed_for("dfme.noise"))  # z draws
         probes = torch.Generator().manual_seed(ctx.seed_for("dfme.probes"))  # forward-difference directions
         next_report = config.report_every or math.inf
@@ -181,9 +182,8 @@ class DFME(Attack):
         def oracle_logits(images: torch.Tensor) -> torch.Tensor:
             return victim_logits(oracle_targets(oracle, images, device).to(device))
 
-        for _ in range(iterations):
-            clone.train()
-            generator_net.train()
+        def iteration(_: None) -> dict[str, torch.Tensor]:
+            """One round of the game: the generator's steps, then the clone's (both modules start in training mode)."""
             for _ in range(config.generator_steps):
                 z = torch.randn((config.batch_size, config.nz), generator=noise).to(device)
                 pre = generator_net(z)
@@ -195,9 +195,7 @@ class DFME(Attack):
                     return -disagreement(clone(images), oracle_logits(images))
 
                 estimate, _ = forward_difference_gradient(loss, pre.detach(), config.directions, config.epsilon, probes)
-                gen_opt.zero_grad(set_to_none=True)
-                pre.backward(estimate / len(pre))  # d(mean -l)/da
-                gen_opt.step()
+                gen_opt.step_through(pre, estimate / len(pre))  # d(mean -l)/da
                 clone.train()
             for _ in range(config.clone_steps):
                 z = torch.randn((config.batch_size, config.nz), generator=noise).to(device)
@@ -205,18 +203,17 @@ class DFME(Attack):
                     images = Generator.image(generator_net(z))
                 target = oracle_logits(images)
                 value = disagreement(clone(images), target).mean()
-                if not torch.isfinite(value):
-                    raise FloatingPointError(f"dfme: clone loss became {value.item()}")
-                clone_opt.zero_grad(set_to_none=True)
-                value.backward()
-                clone_opt.step()
-            for schedule in schedules:
-                schedule.step()
+                clone_opt.step_on(value)
+            return {"loss": value.detach()}
+
+        def report(_: int) -> None:
+            nonlocal next_report
             if oracle.queries >= next_report:
                 ctx.report(oracle.queries, clone)
                 clone.train()
                 while next_report <= oracle.queries:
                     next_report += config.report_every
-        clone.eval()
+
+        train_loop(iteration, Once(), iterations, [clone, generator_net], [clone_opt, gen_opt], "dfme", report)
         ctx.report(oracle.queries, clone)
         return clone

@@ -61,7 +61,7 @@ from msbench.defenses import OutputDefense, Softmax, VictimContext
 from msbench.oracle import Oracle
 from msbench.registry import DEFENSES, register_attack
 from msbench.seeds import build_seeded, seeded
-from msbench.training import fit
+from msbench.training import Optimiser, Shuffled, fit, train_loop
 
 LOG_FLOOR = 1e-6
 
@@ -95,20 +95,19 @@ def train_restorer(restorer: Restorer, defended: torch.Tensor, clean: torch.Tens
     With ``permute``, each batch's pairs have their classes relabelled by one random permutation
     (the same for d and c): the defense treats classes alike over its random secrets, and a
     restorer that keyed on class identity would learn the shadow draws' secrets instead."""
-    optimizer = torch.optim.Adam(restorer.parameters(), lr=lr)
-    for _ in range(epochs):
-        order = torch.randperm(len(clean), generator=generator)
-        for start in range(0, len(clean), batch_size):
-            index = order[start:start + batch_size]
-            d, c = defended[index], clean[index]
-            if permute:
-                classes = torch.randperm(d.shape[1], generator=generator)
-                d, c = d[:, classes], c[:, classes]
-            loss = (restorer(d) - c).abs().sum(dim=1).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return restorer.eval()
+    optimiser = Optimiser.adam(restorer.parameters(), lr, desc="recovery restorer")
+
+    def step(index: torch.Tensor) -> dict[str, torch.Tensor]:
+        d, c = defended[index], clean[index]
+        if permute:
+            classes = torch.randperm(d.shape[1], generator=generator)
+            d, c = d[:, classes], c[:, classes]
+        loss = (restorer(d) - c).abs().sum(dim=1).mean()
+        optimiser.step_on(loss)
+        return {"loss": loss.detach()}
+
+    train_loop(step, Shuffled(len(clean), batch_size, generator), epochs, [restorer], [optimiser], "recovery restorer")
+    return restorer
 
 
 @torch.no_grad()

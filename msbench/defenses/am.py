@@ -18,9 +18,8 @@ from torch import nn
 
 from msbench.data import ImageData
 from msbench.defenses.base import OutputDefense, Softmax, TrainingDefense, VictimContext
-from msbench.progress import progress
 from msbench.registry import register_defense
-from msbench.training import Recipe, augment_batch, cycle_batches, descend, make_optimizer, predict_labels
+from msbench.training import Optimiser, Recipe, Shuffled, augment_batch, cycle_batches, predict_labels, train_loop
 
 IMPLEMENTATIONS = ("fast", "reference")
 
@@ -40,7 +39,7 @@ def misinformation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 def train_with_outliers(model: nn.Module, data: ImageData, targets: torch.Tensor, outliers: ImageData,
                         outlier_targets: torch.Tensor | None, loss: Callable[..., torch.Tensor], recipe: Recipe,
                         ctx: VictimContext, outlier_batch: int | None, desc: str, stream: str) -> None:
-    """AM's training loop: each step one forward of an ID batch concatenated with an outlier batch.
+    """AM's objective for ``train_loop``: each step one forward of an ID batch concatenated with an outlier batch.
 
     ``loss(logits_in, targets_in, logits_out, targets_out)``; an epoch is one pass over ``data``.
     ``stream`` names the random stream of the shuffles and augmentation (``ctx.seed_for``).
@@ -48,24 +47,20 @@ def train_with_outliers(model: nn.Module, data: ImageData, targets: torch.Tensor
     device = ctx.device
     generator = torch.Generator().manual_seed(ctx.seed_for(stream))
     model.to(device).train()
-    optimizer, scheduler = make_optimizer(model.parameters(), recipe)
-    stream = cycle_batches(len(outliers), outlier_batch or recipe.batch_size, generator)
-    steps = math.ceil(len(data) / recipe.batch_size)
-    with progress(total=recipe.epochs * steps, desc=desc, unit="step") as bar:
-        for epoch in range(recipe.epochs):
-            order = torch.randperm(len(data), generator=generator)
-            for start in range(0, len(data), recipe.batch_size):
-                index, out_index = order[start:start + recipe.batch_size], next(stream)
-                x = augment_batch(data.floats(index, device), ctx.augment, generator)
-                x_out = augment_batch(outliers.floats(out_index, device), ctx.augment, generator)
-                logits = model(torch.cat([x, x_out]))
-                value = loss(logits[:len(x)], targets[index].to(device), logits[len(x):],
-                             None if outlier_targets is None else outlier_targets[out_index].to(device))
-                descend(optimizer, value, desc, epoch + 1)
-                bar.update(1)
-            scheduler.step()
-            bar.set_postfix(epoch=epoch + 1, loss=f"{value.item():.3f}")
-    model.eval()
+    optimiser = Optimiser.sgd(model.parameters(), recipe, desc)
+    outlier_batches = cycle_batches(len(outliers), outlier_batch or recipe.batch_size, generator)
+
+    def step(index: torch.Tensor) -> dict[str, torch.Tensor]:
+        out_index = next(outlier_batches)
+        x = augment_batch(data.floats(index, device), ctx.augment, generator)
+        x_out = augment_batch(outliers.floats(out_index, device), ctx.augment, generator)
+        logits = model(torch.cat([x, x_out]))
+        value = loss(logits[:len(x)], targets[index].to(device), logits[len(x):],
+                     None if outlier_targets is None else outlier_targets[out_index].to(device))
+        optimiser.step_on(value)
+        return {"loss": value.detach()}
+
+    train_loop(step, Shuffled(len(data), recipe.batch_size, generator), recipe.epochs, [model], [optimiser], desc)
 
 
 @register_defense("oe")

@@ -37,7 +37,6 @@ differences between batch compositions right at a bucket boundary).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -49,10 +48,9 @@ from torch import nn
 from msbench.data import ImageData
 from msbench.defenses.base import TrainingDefense, VictimContext
 from msbench.models import Normalize
-from msbench.progress import progress
 from msbench.registry import register_defense
 from msbench.seeds import build_seeded
-from msbench.training import augment_batch, cycle_batches, descend, fit, make_optimizer
+from msbench.training import Optimiser, Shuffled, augment_batch, cycle_batches, fit, train_loop
 
 IMPLEMENTATIONS = ("fast", "reference")
 HASH_SIDE = 32
@@ -219,14 +217,14 @@ class EDM(TrainingDefense):
         fit(hasher, data.images, data.labels, ctx.recipe.with_(epochs=epochs), device=ctx.device, seed=ctx.seed_for("edm.hasher.train"),
             augment="none", desc=f"edm hash {ctx.spec.name}")
 
-    def step(self, victim: EDMVictim, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+    def step(self, victim: EDMVictim, optimiser: Optimiser, x: torch.Tensor, y: torch.Tensor,
              x_ood: torch.Tensor) -> dict[str, float]:
         """One joint step of all members: their summed CE plus lambda_d times the coherence."""
         classification = sum(F.cross_entropy(member(x), y) for member in victim.members)
         probs = torch.stack([torch.softmax(member(x_ood), dim=1) for member in victim.members])
         coherence = diversity_loss(probs)
         loss = classification + self.config.lambda_d * coherence
-        descend(optimizer, loss, "edm")
+        optimiser.step_on(loss)
         ce, div = torch.stack([classification.detach(), coherence.detach()]).tolist()
         return {"ce": ce, "coherence": div}
 
@@ -234,21 +232,14 @@ class EDM(TrainingDefense):
         recipe = ctx.recipe
         victim.members.to(ctx.device).train()
         generator = torch.Generator().manual_seed(ctx.seed_for("edm.members.train"))
-        optimizer, scheduler = make_optimizer(list(chain.from_iterable(m.parameters() for m in victim.members)), recipe)
+        optimiser = Optimiser.sgd(list(chain.from_iterable(m.parameters() for m in victim.members)), recipe, "edm")
         ood_batches = cycle_batches(len(ood), recipe.batch_size, generator)
-        n = len(train)
-        steps = math.ceil(n / recipe.batch_size)
-        with progress(total=recipe.epochs * steps, desc=f"edm {ctx.spec.name}/{ctx.arch}", unit="step") as bar:
-            for epoch in range(recipe.epochs):
-                victim.members.train()
-                order = torch.randperm(n, generator=generator)
-                for start in range(0, n, recipe.batch_size):
-                    index = order[start:start + recipe.batch_size]
-                    x = augment_batch(train.floats(index, ctx.device), ctx.augment, generator)
-                    y = train.labels[index].to(ctx.device)
-                    x_ood = augment_batch(ood.floats(next(ood_batches), ctx.device), ctx.augment, generator)
-                    values = self.step(victim, optimizer, x, y, x_ood)
-                    bar.update(1)
-                scheduler.step()
-                bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.3f}" for k, v in values.items()})
 
+        def step(index: torch.Tensor) -> dict[str, float]:
+            x = augment_batch(train.floats(index, ctx.device), ctx.augment, generator)
+            y = train.labels[index].to(ctx.device)
+            x_ood = augment_batch(ood.floats(next(ood_batches), ctx.device), ctx.augment, generator)
+            return self.step(victim, optimiser, x, y, x_ood)
+
+        train_loop(step, Shuffled(len(train), recipe.batch_size, generator), recipe.epochs, [victim.members], [optimiser],
+                   f"edm {ctx.spec.name}/{ctx.arch}")

@@ -44,7 +44,6 @@ only), ``grad_norm = false`` (InI without the gradient-norm term).
 """
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -55,9 +54,8 @@ from torch import nn
 
 from msbench.defenses.base import Softmax, TrainingDefense, VictimContext
 from msbench.pcgrad import pcgrad
-from msbench.progress import progress
 from msbench.registry import register_defense
-from msbench.training import augment_batch, cycle_batches, make_optimizer
+from msbench.training import Optimiser, Shuffled, augment_batch, cycle_batches, train_loop
 
 VARIANTS = ("paper", "official")
 
@@ -242,22 +240,17 @@ class InI(TrainingDefense):
         return pcgrad(grads, generator, merge="mean" if self.official else "sum",
                       self_projection=self.official, reached=masks)
 
-    def step(self, victim: nn.Module, clone: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+    def step(self, victim: nn.Module, clone: nn.Module, optimiser: Optimiser, x: torch.Tensor,
              y: torch.Tensor, x_ood: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, float]:
         """One training step of the victim (logits model); returns the objectives' values."""
         params = [p for p in victim.parameters() if p.requires_grad]
         objectives = self.objectives(victim, clone, x, y, x_ood)
         values = dict(zip(objectives, torch.stack([v.detach() for v in objectives.values()]).tolist()))
-        if not all(math.isfinite(v) for v in values.values()):
-            raise FloatingPointError(f"ini: an objective became non-finite: {values}")
+        optimiser.check(values)
         direction = self.update_direction(objectives, params, generator)
         if self.config.max_grad_norm is not None:
             direction = direction * (self.config.max_grad_norm / direction.norm().clamp_min(self.config.max_grad_norm))
-        offset = 0
-        for p in params:
-            p.grad = direction[offset:offset + p.numel()].view_as(p)
-            offset += p.numel()
-        optimizer.step()
+        optimiser.step_along(params, direction)
         return values
 
     # -- training ---------------------------------------------------------------------------
@@ -267,21 +260,15 @@ class InI(TrainingDefense):
         ood = ctx.role("ood")
         recipe = ctx.recipe
         generator = torch.Generator().manual_seed(ctx.seed_for("ini.train"))
-        optimizer, scheduler = make_optimizer(model.parameters(), recipe)
+        optimiser = Optimiser.sgd(model.parameters(), recipe, "ini")
         ood_batches = cycle_batches(len(ood), recipe.batch_size, generator)
-        n = len(ctx.train)
-        steps = math.ceil(n / recipe.batch_size)
-        with progress(total=recipe.epochs * steps, desc=f"ini {ctx.spec.name}/{ctx.arch}", unit="step") as bar:
-            for epoch in range(recipe.epochs):
-                model.train()
-                order = torch.randperm(n, generator=generator)
-                for start in range(0, n, recipe.batch_size):
-                    index = order[start:start + recipe.batch_size]
-                    x = augment_batch(ctx.train.floats(index, ctx.device), ctx.augment, generator)
-                    y = ctx.train.labels[index].to(ctx.device)
-                    x_ood = augment_batch(ood.floats(next(ood_batches), ctx.device), ctx.augment, generator)
-                    values = self.step(model, clone, optimizer, x, y, x_ood, generator)
-                    bar.update(1)
-                scheduler.step()
-                bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.3f}" for k, v in values.items()})
+
+        def step(index: torch.Tensor) -> dict[str, float]:
+            x = augment_batch(ctx.train.floats(index, ctx.device), ctx.augment, generator)
+            y = ctx.train.labels[index].to(ctx.device)
+            x_ood = augment_batch(ood.floats(next(ood_batches), ctx.device), ctx.augment, generator)
+            return self.step(model, clone, optimiser, x, y, x_ood, generator)
+
+        train_loop(step, Shuffled(len(ctx.train), recipe.batch_size, generator), recipe.epochs, [model], [optimiser],
+                   f"ini {ctx.spec.name}/{ctx.arch}")
         victim.eval()
