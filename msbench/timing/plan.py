@@ -18,11 +18,11 @@ from msbench.cells import digest, victim_key
 from msbench.config import as_dict
 from msbench.defenses import reference_defense
 from msbench.registry import DEFENSES
-from msbench.suite import DatasetOptions, PluginSettings
+from msbench.suite_schema import DatasetOptions, PluginSettings
 from msbench.timing.schema import TimingOptions, override_config
 
 if TYPE_CHECKING:
-    from msbench.runner import Workspace
+    from msbench.workspace import Workspace
     from msbench.suite import Suite
 
 TIMING_VICTIMS = "timing_victims"  # sub-folder of the run directory for short-recipe victims

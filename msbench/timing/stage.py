@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import pandas as pd
 import torch
@@ -29,9 +29,7 @@ from msbench.timing.plan import (TIMING_VICTIMS, Plan, make_plan, plan_key, reci
                                  with_settings)
 from msbench.timing.summary import timing_summary
 from msbench.version import __version__
-
-if TYPE_CHECKING:
-    from msbench.runner import Workspace
+from msbench.workspace import Workspace, resolve_device
 
 NO_TIMING = ("no [timing] section, so nothing is chosen to time: add one naming the defenses, archs, batch sizes "
              "and repeats to measure (docs/performance.md; suites/quick.toml has one)")
@@ -52,8 +50,6 @@ def time_suite(suite: "str | Path | Suite", data_root: str | Path | None = None,
     ``reuse`` (what ``run_suite`` asks), an existing table measured with the same settings, victims,
     device and torch version is returned instead of measuring again.
     """
-    from msbench.runner import Workspace, resolve_device
-
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     if "timing" not in suite.raw:
         raise SuiteError(str(suite.path), "", NO_TIMING)
@@ -119,7 +115,7 @@ def measure_arch(ws: "Workspace", source: str, arch: str, plan: Plan, bar: Any, 
         bar.set_description(f"victim {plan.dataset}/{arch}/{composition}")
         chain = ws.suite.chain(composition)
         try:
-            module, info = ws.victim(plan.dataset, arch, chain, plan.seed)
+            module, info = ws.victims.get(plan.dataset, arch, chain, plan.seed)
         except Exception as failure:  # one defense that cannot be built must not cost the others' timings
             bar.write(f"timing: {arch}/{composition} skipped: {type(failure).__name__}: {failure}")
             continue
