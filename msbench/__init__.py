@@ -11,15 +11,13 @@ The Python API under the CLI, one call per command::
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from msbench.registry import (ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, register_architecture,  # noqa: E402
+from msbench.version import __version__
+from msbench.registry import (ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, register_architecture,
                               register_attack, register_dataset, register_defense)
-from msbench.results import load_results  # noqa: E402
-from msbench.suite import SuiteError, load_suite  # noqa: E402
-from msbench.runner import run_suite  # noqa: E402
-from msbench.timing import time_suite  # noqa: E402
-from msbench.report import render_report  # noqa: E402
+from msbench.suite import SuiteError, load_suite
+from msbench.run import run_suite
+from msbench.timing import time_suite
+from msbench.report import load_results, render_report
 
 
 __all__ = ["run_suite", "time_suite", "render_report", "load_results", "load_suite", "SuiteError", "register_defense", "register_attack",

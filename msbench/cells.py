@@ -26,7 +26,7 @@ from typing import Any
 from msbench.config import as_dict
 from msbench.defenses import OutputDefense
 from msbench.registry import ATTACKS, DEFENSES
-from msbench.suite import Suite
+from msbench.suite_schema import Suite
 from msbench.sweep import sweep_options
 
 RESULT_VERSION = 2  # bump when a change to msbench invalidates earlier results (2: independent random streams)
@@ -49,6 +49,7 @@ class Cell:
 
 
 def digest(payload: Any) -> str:
+    """A short content hash of a JSON-able payload (keys sorted): what cache keys are made of."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -116,6 +117,7 @@ def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: in
 
 
 def cell_key(suite: Suite, cell: Cell) -> str:
+    """Hash of a cell: its victim's key, the cell itself, and the attack's config, recipe, code and declared role datasets."""
     chain = suite.chain(cell.defense)
     settings = suite.attacks[cell.attack]
     attack = ATTACKS.get(cell.attack)

@@ -10,7 +10,7 @@ from msbench.config import InputError
 
 def _run(args: argparse.Namespace) -> int:
     from msbench.executors import make_executor
-    from msbench.runner import run_suite, summary
+    from msbench.run import run_suite, summary
 
     ray_options = {"address": args.ray_address, "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task}
     try:
@@ -83,6 +83,9 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per API call (run, time, report, list)."""
+    from msbench.executors import EXECUTORS
+
     parser = argparse.ArgumentParser(prog="msbench", description="Benchmark model-stealing defenses against model-stealing attacks.")
     parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="run again the cells recorded as failed")
     run.add_argument("--force", action="store_true", help="recompute every cell and retrain every victim, even those done")
     run.add_argument("--no-report", action="store_true", help="do not render reports/<suite name> at the end")
-    run.add_argument("--executor", choices=("local", "ray"), default="local",
+    run.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                      help="local: this process (default); ray: victims and cells as tasks on a Ray cluster")
     run.add_argument("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
     run.add_argument("--cpus-per-task", type=int, default=1, help="ray: CPUs (and torch threads) per task (default: 1)")

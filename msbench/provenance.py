@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-import msbench
+from msbench.version import __version__
 
-SOURCE = Path(msbench.__file__).resolve().parent.parent  # the checkout (or site-packages) holding the package
+SOURCE = Path(__file__).resolve().parent.parent  # the checkout (or site-packages) holding the package
 FIELDS = ["msbench", "git_commit", "date", "host", "device_model", "threads", "torch"]
 
 
@@ -69,7 +69,7 @@ def device_model(device: torch.device | str) -> str:
 
 def provenance(device: torch.device | str) -> dict[str, Any]:
     """The provenance fields of one result computed now, in this process, on ``device``."""
-    return {"msbench": msbench.__version__, "git_commit": git_commit(),
+    return {"msbench": __version__, "git_commit": git_commit(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
             "device_model": device_model(device), "threads": torch.get_num_threads(), "torch": torch.__version__}
 
@@ -77,4 +77,4 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
 def version_line() -> str:
     """What ``msbench --version`` prints: the version, and the commit when run from a checkout."""
     commit = git_commit()
-    return f"msbench {msbench.__version__}" + (f" (git {commit[:12]}{'+dirty' if commit.endswith('+dirty') else ''})" if commit else "")
+    return f"msbench {__version__}" + (f" (git {commit[:12]}{'+dirty' if commit.endswith('+dirty') else ''})" if commit else "")

@@ -1,4 +1,4 @@
-"""One registry type for every kind of plugin: defenses, attacks, datasets, architectures.
+"""One registry type for every kind of plugin: defenses, attacks, datasets, architectures, executors.
 
 A plugin registers itself with a decorator (``@register_defense("vanilla")``), the way timm
 registers models. Third-party packages need not touch msbench: they declare an entry point
@@ -7,6 +7,8 @@ in the group ``msbench.<kind>s`` pointing at a module whose import runs its deco
 from __future__ import annotations
 
 import difflib
+import sys
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -60,6 +62,16 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         self._items.pop(name.lower(), None)
 
+    @contextmanager
+    def scope(self) -> Iterator["Registry[T]"]:
+        """Registrations made inside the block are undone at its end (as are entry points first
+        loaded there), so a plugin registered for one test does not outlive it."""
+        items, loaded = dict(self._items), self._entry_points_loaded
+        try:
+            yield self
+        finally:
+            self._items, self._entry_points_loaded = items, loaded
+
     def load_entry_points(self, again: bool = False) -> None:
         """Import every installed module that declared itself a plugin of this kind (once, unless ``again``)."""
         if self._entry_points_loaded and not again:
@@ -97,11 +109,41 @@ DEFENSES: Registry = Registry("defense")
 ATTACKS: Registry = Registry("attack")
 DATASETS: Registry = Registry("dataset")
 ARCHITECTURES: Registry = Registry("architecture")
+EXECUTORS: Registry = Registry("executor")  # where a run's cells are computed (msbench.executors)
+
+REGISTRIES = (DEFENSES, ATTACKS, DATASETS, ARCHITECTURES, EXECUTORS)
 
 register_defense = DEFENSES.register
 register_attack = ATTACKS.register
 register_dataset = DATASETS.register
 register_architecture = ARCHITECTURES.register
+register_executor = EXECUTORS.register
+
+
+@contextmanager
+def plugin_scope() -> Iterator[None]:
+    """Plugins of every kind registered inside the block are unregistered at its end, and the
+    modules that registered them, when first imported inside the block, are forgotten (removed
+    from ``sys.modules``), so importing one again (a later suite's ``plugins``) registers it again.
+    msbench's own plugins stay: their package registers them once, when it is first imported."""
+    before = {registry: (dict(registry._items), registry._entry_points_loaded) for registry in REGISTRIES}
+    modules = set(sys.modules)
+    try:
+        yield
+    finally:
+        dropped: set[str] = set()
+        for registry, (items, loaded) in before.items():
+            for key, plugin in registry._items.items():
+                module = getattr(plugin, "__module__", None) or ""
+                if items.get(key) is plugin:
+                    continue
+                if hasattr(plugin, "__qualname__") and (module == "msbench" or module.startswith("msbench.")):
+                    items[key] = plugin  # a built-in class whose package was first imported inside the block
+                else:
+                    dropped.add(module)
+            registry._items, registry._entry_points_loaded = items, loaded
+        for module in dropped - modules:
+            sys.modules.pop(module, None)
 
 
 def describe(obj: object) -> str:

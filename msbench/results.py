@@ -126,22 +126,3 @@ def curves_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 def write_tables(run_dir: Path, records: list[dict[str, Any]]) -> None:
     write_atomic(Path(run_dir) / "results.csv", results_frame(records).to_csv(index=False))
     write_atomic(Path(run_dir) / "curves.csv", curves_frame(records).to_csv(index=False))
-
-
-def load_results(run_dir: str | Path | list, table: str = "results") -> pd.DataFrame:
-    """A run's table (``results``, ``curves`` or ``timing``) as a DataFrame; ``worst_case``: the
-    report's verdict (per defense x dataset x arch, the strongest attack setting of the run), computed
-    from the tables by ``msbench.report.verdict.worst_case`` (several run directories are combined)."""
-    if table == "worst_case":
-        from msbench.report.data import load_runs
-        from msbench.report.verdict import worst_case
-        return worst_case(load_runs(run_dir))
-    path = Path(run_dir) / f"{table}.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such table (has the suite been run with --out {run_dir}?)")
-    dtypes = {"results": RESULT_DTYPES, "curves": CURVE_DTYPES}.get(table)
-    if dtypes is None:
-        return pd.read_csv(path)
-    frame = pd.read_csv(path, dtype={c: "object" for c, t in dtypes.items() if t == _TEXT}, keep_default_na=False,
-                        na_values={c: [""] for c, t in dtypes.items() if t != _TEXT})
-    return typed(frame.reindex(columns=list(dtypes)), dtypes)

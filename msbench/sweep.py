@@ -2,19 +2,19 @@
 the one benign matching picks, so clone accuracy can be plotted against benign accuracy and
 distortion along each defense's knob (ModelGuard's and GRAD^2's methodology).
 
-A suite asks for it with a ``[sweep]`` table (docs/suites.md). Each swept value is one more cell
+A suite asks for it with a ``[sweep]`` table (docs/suites.md); ``msbench.suite`` reads the table into ``SweepOptions``. Each swept value is one more cell
 per (dataset, arch, attack, label mode, seed) with ``setting`` set; its victim is the composition's
 trained victim (trained and cached once) with the tunable set to that value, so a sweep costs
 attacks, not victim training. Swept cells are kept apart from the matched ones in the report.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from msbench.config import SuiteError
 from msbench.defenses import OutputDefense
+from msbench.registry import DEFENSES
 
 if TYPE_CHECKING:
     from msbench.suite import Suite
@@ -31,8 +31,7 @@ class SweepOptions:
     grid: dict[str, list[float]] = field(default_factory=dict)  # values per defense name; default: its tunable_grid
 
     def validate(self, suite: "Suite") -> None:
-        from msbench.registry import DEFENSES
-
+        """Check the table against the suite's matrix and each swept defense's config; raises SuiteError naming ``sweep.<key>``."""
         file = str(suite.path)
         matrix = [c.lower() for c in suite.matrix.defenses]
         for i, composition in enumerate(self.defenses):
@@ -71,12 +70,6 @@ def _with(defense: Any, value: float) -> Any:
 
 
 def sweep_options(suite: "Suite") -> SweepOptions | None:
+    """The suite's ``[sweep]`` table when it sweeps anything, else None."""
     options = suite.extra.get("sweep")
     return options if options is not None and options.defenses else None
-
-
-def _register() -> None:
-    importlib.import_module("msbench.suite").EXTRA_SECTIONS.setdefault("sweep", SweepOptions)
-
-
-_register()

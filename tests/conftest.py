@@ -66,6 +66,15 @@ def tiny_suite(tmp_path: Path, file: str = "tiny.toml", **changes: object) -> Pa
 
 
 @pytest.fixture(autouse=True)
+def _plugins_of_the_test_only() -> Iterator[None]:
+    """Plugins a test registers (its own, or a suite's ``plugins``) are unregistered after it."""
+    from msbench.registry import plugin_scope
+
+    with plugin_scope():
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _work_in_tmp(tmp_path, monkeypatch):
     """Runs default to ./runs and ./reports: keep every test's output out of the checkout."""
     monkeypatch.chdir(tmp_path)

@@ -11,7 +11,7 @@ from msbench.defenses import OutputDefense, TrainingDefense, VictimContext
 from msbench.defenses.am import AdaptiveMisinformation, ReferenceAMVictim, OutlierExposure, misinformation_loss, outlier_exposure_loss
 from msbench.models import build_model
 from msbench.registry import DEFENSES
-from msbench.suite import resolve_chain
+from msbench.defenses.chain import resolve_chain
 from msbench.training import Recipe
 from tests.conftest import single_thread
 

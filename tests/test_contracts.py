@@ -19,14 +19,14 @@ import pytest
 import torch
 from torch import nn
 
-import msbench.runner
+import msbench.evaluate
 from msbench.cells import Cell, cell_key
 from msbench.attacks import Attack
 from msbench.config import build, choices, coerce
 from msbench.data import ROLES
 from msbench.defenses import OutputDefense, TrainingDefense
 from msbench.registry import ATTACKS, DEFENSES
-from msbench.runner import Workspace
+from msbench.workspace import Workspace
 from msbench.suite import Suite, check_data, load_suite
 from msbench.training import accuracy, predict_labels
 from tests.conftest import SYNTHETIC_CLASSES, single_thread, synthetic_suite
@@ -64,7 +64,7 @@ class Bench:
         return self.workspace.suite
 
     def victim(self, name: str) -> tuple[nn.Module, dict[str, Any]]:
-        return self.workspace.victim(DATASET, ARCH, self.suite.chain(name), SEED)
+        return self.workspace.victims.get(DATASET, ARCH, self.suite.chain(name), SEED)
 
     def inputs(self) -> dict[str, torch.Tensor]:
         """In-distribution (test), out-of-distribution (the OOD role set) and uniform-noise queries."""
@@ -81,7 +81,7 @@ class Bench:
         torch.manual_seed(SEED)
         if not isinstance(defense, OutputDefense):
             return defense.build(ctx)
-        base, _ = self.workspace.victim(DATASET, ARCH, self.suite.chain(name)[:-1], SEED)
+        base, _ = self.workspace.victims.get(DATASET, ARCH, self.suite.chain(name)[:-1], SEED)
         return defense.build(base, ctx)
 
 
@@ -154,7 +154,7 @@ def test_saved_victim_loads_back_identically(bench, name):
     """A fresh workspace on the same run directory loads the cached victim into a fresh build."""
     victim, info = bench.victim(name)
     fresh = Workspace(bench.suite, bench.workspace.data_root, bench.workspace.run_dir, torch.device("cpu"))
-    loaded, loaded_info = fresh.victim(DATASET, ARCH, bench.suite.chain(name), SEED)
+    loaded, loaded_info = fresh.victims.get(DATASET, ARCH, bench.suite.chain(name), SEED)
     assert loaded is not victim and loaded_info == info
     for kind, x in bench.inputs().items():
         same = torch.equal(answers(loaded, x), answers(victim, x))
@@ -297,7 +297,7 @@ def test_benign_matching_refuses_a_tunable_the_module_does_not_read(bench, plugi
                                            run={"match_benign": MATCH_BENIGN}))
         workspace = Workspace(suite, bench.workspace.data_root, bench.workspace.run_dir, torch.device("cpu"))
         with single_thread(), pytest.raises(ValueError, match=message):
-            workspace.victim(DATASET, ARCH, suite.chain(name), SEED)
+            workspace.victims.get(DATASET, ARCH, suite.chain(name), SEED)
     finally:
         DEFENSES.unregister(name)
 
@@ -310,7 +310,7 @@ def test_attack_stays_within_its_budget_and_its_clone_learns(bench, monkeypatch,
     """Against Vanilla: every image the victim answers for the attack is within the budget and is
     the count recorded, and the clone beats chance by a wide margin on learnable data."""
     answered = []
-    real_oracle = msbench.runner.Oracle
+    real_oracle = msbench.evaluate.Oracle
 
     def counting_oracle(predict, *args, **kwargs):
         def count(x: torch.Tensor) -> torch.Tensor:
@@ -319,9 +319,9 @@ def test_attack_stays_within_its_budget_and_its_clone_learns(bench, monkeypatch,
 
         return real_oracle(count, *args, **kwargs)
 
-    monkeypatch.setattr(msbench.runner, "Oracle", counting_oracle)
+    monkeypatch.setattr(msbench.evaluate, "Oracle", counting_oracle)
     cell = Cell(DATASET, ARCH, "vanilla", attack, label_mode, SEED)
-    record = bench.workspace.run_cell(cell, cell_key(bench.suite, cell))
+    record = msbench.evaluate.run_cell(bench.workspace, cell, cell_key(bench.suite, cell))
     budget = bench.suite.attacks[attack].config.budget
     assert record["budget"] == budget
     assert sum(answered) <= budget, f"{attack} had {sum(answered)} images answered on a budget of {budget}"

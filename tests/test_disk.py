@@ -17,7 +17,8 @@ from msbench.cli import main
 from msbench.defenses import load_cached_victim, save_victim
 from msbench.defenses.vanilla import Vanilla
 from msbench.io import DiskError, RunLock, RunLocked, write_atomic
-from msbench.results import RecordStore, load_results, results_frame, write_tables
+from msbench.report import load_results
+from msbench.results import RecordStore, results_frame, write_tables
 from tests.conftest import tiny_suite
 
 
@@ -229,7 +230,7 @@ def test_a_run_writes_checkpoints_and_records_that_verify(tmp_path, mnist_root, 
     (record,) = out.glob("records/*.json")
     record.write_text(record.read_text()[:50])
     from msbench.executors import base
-    base._WORKSPACES.clear()  # a new process: nothing loaded in memory
+    assert not base._WORKSPACES  # the run's victims left memory with it: the next run reads the files
     lines: list[str] = []
     frame = msbench.run_suite(tiny_suite(tmp_path, matrix={"label_modes": ["soft"]}), data_root=mnist_root, out=out,
                               report=False, echo=lines.append)

@@ -9,8 +9,8 @@ import torch
 
 import msbench
 from msbench.config import SuiteError
-from msbench.report.data import load_runs
-from msbench.runner import Workspace
+from msbench.report import load_runs
+from msbench.workspace import Workspace
 from msbench.suite import load_suite
 from tests.conftest import tiny_suite
 
@@ -29,7 +29,7 @@ def test_distortion_and_sweep_cells(tmp_path, mnist_root, one_thread):
 
     # label only: ||onehot(top1) - y||_1 = 2 (1 - max y), from Vanilla's own answers on the test set
     ws = Workspace(load_suite(path), mnist_root, tmp_path / "run", torch.device("cpu"))
-    vanilla, _ = ws.victim("mnist", "smallcnn", ["vanilla"], 0)
+    vanilla, _ = ws.victims.get("mnist", "smallcnn", ["vanilla"], 0)
     test = ws.splits("mnist").test
     with torch.no_grad():
         top = vanilla(test.floats()).amax(dim=1).double()

@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from msbench.registry import DEFENSES, Registry, UnknownPluginError
+from msbench.registry import DEFENSES, Registry, UnknownPluginError, plugin_scope
 
 
 def test_lookup_suggests_the_nearest_name():
@@ -45,11 +45,12 @@ def test_entry_point_plugin_is_discovered(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-defense\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[msbench.defenses]\nthirdparty = thirdparty_defense\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    DEFENSES.load_entry_points(again=True)
-    assert "thirdparty" in DEFENSES
-    assert DEFENSES.get("thirdparty").__name__ == "ThirdParty"
-    DEFENSES.unregister("thirdparty")
-    sys.modules.pop("thirdparty_defense", None)
+    with plugin_scope():
+        DEFENSES.load_entry_points(again=True)
+        assert "thirdparty" in DEFENSES
+        assert DEFENSES.get("thirdparty").__name__ == "ThirdParty"
+    monkeypatch.undo()  # the package is uninstalled: its entry point is gone too
+    assert "thirdparty" not in DEFENSES and "thirdparty_defense" not in sys.modules
 
 
 def test_reimporting_a_plugin_module_replaces_its_registration():
@@ -64,3 +65,34 @@ def test_reimporting_a_plugin_module_replaces_its_registration():
     registry.register("w")(first)
     registry.register("w")(second)
     assert registry.get("w") is second
+
+
+def test_a_scope_undoes_its_registrations_and_keeps_earlier_ones():
+    registry = Registry("widget")
+    registry.register("kept")(int)
+    with registry.scope():
+        registry.register("scoped")(str)
+        registry.unregister("kept")
+        assert registry.names() == ["scoped"]
+    assert registry.names() == ["kept"] and registry.get("kept") is int
+
+
+def test_plugin_scope_forgets_a_plugin_module_so_it_registers_again(tmp_path, monkeypatch):
+    """A suite's plugin module imported in one scope (one test) is imported, and registered, afresh in the next."""
+    (tmp_path / "scoped_plugin.py").write_text(textwrap.dedent("""
+        from msbench.defenses.vanilla import Vanilla
+        from msbench.registry import register_defense
+
+        @register_defense("scoped-plugin")
+        class Scoped(Vanilla):
+            '''Registered on import.'''
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    for _ in range(2):
+        with plugin_scope():
+            importlib.import_module("scoped_plugin")
+            assert DEFENSES.get("scoped-plugin").__name__ == "Scoped"
+        assert "scoped-plugin" not in DEFENSES and "scoped_plugin" not in sys.modules
+    assert "vanilla" in DEFENSES  # built-ins stay

@@ -23,7 +23,8 @@ from msbench.defenses.mad import MAD
 from msbench.registry import DEFENSES
 from msbench.report import figures as figs
 from msbench.report import load_runs, render_report
-from msbench.report.data import DEFAULT_TOLERANCE, attack_label, defense_label, order_defenses
+from msbench.report.labels import attack_label, defense_label, order_defenses
+from msbench.report.runs import DEFAULT_TOLERANCE
 from msbench.report.tables import all_tables
 from msbench.report.verdict import worst_case
 from tests.report_fixtures import full_results, full_run, suite_json, write_run

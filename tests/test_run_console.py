@@ -20,7 +20,7 @@ import msbench
 from msbench.cli import build_parser, main
 from msbench.logs import ConsoleHandler, failure_summary, start_line
 from msbench.provenance import git_commit
-from msbench.registry import DEFENSES
+from msbench.registry import plugin_scope
 from msbench.suite import SuiteError, load_suite
 from tests.conftest import REPO, tiny_suite
 
@@ -53,15 +53,14 @@ class BrokenDefense(OutputDefense):
 @pytest.fixture
 def neighbour_plugin(tmp_path, request):
     """A plugin module written next to a suite (in ``tmp_path/suites``), named uniquely per test;
-    removed from the registry and sys.modules afterwards."""
+    registered for the test only (``plugin_scope``)."""
     module = f"neighbour_{request.node.name.replace('[', '_').replace(']', '').replace('-', '_')}"[:60]
     defense = module.replace("_", "-")
     folder = tmp_path / "suites"
     folder.mkdir()
     (folder / f"{module}.py").write_text(PLUGIN.format(name=defense))
-    yield folder, module, defense
-    DEFENSES.unregister(defense)
-    sys.modules.pop(module, None)
+    with plugin_scope():
+        yield folder, module, defense
 
 
 def test_plugin_next_to_the_suite_imports_from_another_working_directory(tmp_path, monkeypatch, neighbour_plugin):

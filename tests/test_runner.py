@@ -113,12 +113,12 @@ def test_benign_matching_picks_the_strongest_setting_within_tolerance(tmp_path, 
     assert 0.0 < tuned["value"] < 1.0  # full strength flips every label; some mixing keeps the top-1
     assert frame.tuned.iloc[0] == f"misdirect.strength={tuned['value']:g}"
     # the next stronger setting costs more than the tolerance (checked on the cached victim)
-    from msbench.runner import Workspace
+    from msbench.workspace import Workspace
     from msbench.suite import load_suite
     from msbench.training import accuracy, predict_labels
 
     ws = Workspace(load_suite(suite), mnist_root, out, torch.device("cpu"))
-    victim, _ = ws.victim("mnist", "smallcnn", ["vanilla", "misdirect"], 0)
+    victim, _ = ws.victims.get("mnist", "smallcnn", ["vanilla", "misdirect"], 0)
     assert victim.strength == tuned["value"]
     victim.strength = grid[grid.index(tuned["value"]) - 1]
     val = ws.splits("mnist").val

@@ -10,7 +10,10 @@ import pytest
 import torch
 
 import msbench
-import msbench.runner
+import msbench.evaluate
+import msbench.seeds
+import msbench.victims
+import msbench.workspace
 from msbench.attacks.activethief import ActiveThief
 from msbench.attacks.base import AttackContext
 from msbench.attacks.dfme import DFME
@@ -31,7 +34,7 @@ WHO = {("msbench.defenses.ini", "build"): "victim", ("msbench.defenses.ini", "fi
 def spy_on_models(monkeypatch) -> dict[str, list[dict[str, torch.Tensor]]]:
     """Initial parameters of every model the runner's factories build, by who asked for it."""
     built: dict[str, list[dict[str, torch.Tensor]]] = {}
-    real = msbench.runner.build_model
+    real = msbench.workspace.build_model
 
     def recording(*args, **kwargs):
         model = real(*args, **kwargs)
@@ -40,7 +43,7 @@ def spy_on_models(monkeypatch) -> dict[str, list[dict[str, torch.Tensor]]]:
         built.setdefault(caller, []).append({k: v.detach().clone() for k, v in model.named_parameters()})
         return model
 
-    monkeypatch.setattr(msbench.runner, "build_model", recording)
+    monkeypatch.setattr(msbench.workspace, "build_model", recording)
     return built
 
 
@@ -84,8 +87,9 @@ def test_every_stream_of_a_run_has_its_own_seed(tmp_path, mnist_root, monkeypatc
     for owner in (VictimContext, AttackContext):
         real = owner.seed_for
         monkeypatch.setattr(owner, "seed_for", lambda self, purpose, real=real: (asked.add((self.seed, purpose)), real(self, purpose))[1])
-    real_derive = msbench.runner.derive_seed
-    monkeypatch.setattr(msbench.runner, "derive_seed", lambda seed, purpose: (asked.add((seed, purpose)), real_derive(seed, purpose))[1])
+    real_derive = msbench.seeds.derive_seed
+    for user in (msbench.victims, msbench.evaluate):  # the victims' build and fit streams, the attack's stream
+        monkeypatch.setattr(user, "derive_seed", lambda seed, purpose: (asked.add((seed, purpose)), real_derive(seed, purpose))[1])
     suite = tiny_suite(tmp_path, matrix={"defenses": ["ini", "mad"], "attacks": ["knockoff", "jbda"], "label_modes": ["soft"]},
                        run={"train_subset": 100, "test_subset": 50}, victim={"epochs": 1},
                        attacks={"knockoff": {"budget": 50}, "jbda": {"seeds": 10, "rounds": 2, "epochs_per_round": 1}},

@@ -58,11 +58,10 @@ def hostile(name: str):
 
 @pytest.fixture
 def hostile_attacks():
-    for name, attack in HOSTILE.items():
-        register_attack(name)(attack)
-    yield
-    for name in HOSTILE:
-        ATTACKS.unregister(name)
+    with ATTACKS.scope():
+        for name, attack in HOSTILE.items():
+            register_attack(name)(attack)
+        yield
 
 
 @hostile("tamper-victim")

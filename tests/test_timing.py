@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,7 +15,8 @@ from torch import nn
 import msbench
 from msbench.cli import main
 from msbench.config import SuiteError
-from msbench.registry import ARCHITECTURES
+from msbench.defenses import TrainingDefense
+from msbench.registry import ARCHITECTURES, DEFENSES
 from msbench.suite import load_suite
 from msbench.timing import chain_cost, cycling, defense_cost, time_calls, time_suite
 
@@ -217,22 +217,41 @@ def test_suggestions_and_defaults():
     assert suite.resolved()["timing"]["repeats"] == 2000
 
 
-def test_cost_model_declared_or_from_the_paper_table():
-    def part(name, implementation=None, **declared):
-        config = SimpleNamespace(implementation=implementation) if implementation else SimpleNamespace()
-        return SimpleNamespace(registered_name=name, config=config, **declared)
+def test_cost_model_is_declared_by_each_plugin():
+    """Each plugin states its formula (the paper's Table 4 for the reference forms, msbench's own for
+    the fast ones); timing reads it, whichever of the three forms it takes."""
+    def part(name, implementation=None):
+        plugin = DEFENSES.get(name)
+        return plugin(plugin.Config(implementation=implementation)) if implementation else plugin()
+
+    class Undeclared(TrainingDefense):
+        pass
+
+    class Single(TrainingDefense):
+        cost_model = "own"
+
+    class BySize(TrainingDefense):
+        cost_model = {"single": "a", "batch": "b"}
+
+    class Method(TrainingDefense):
+        def cost_model(self, batch_size: int) -> str:
+            return f"{batch_size} M_f"
 
     assert defense_cost(part("mad", "reference"), 1) == "M_f + C M_b + S"
     assert defense_cost(part("mad", "reference"), 128) == "M_f + B(C M_b + S)"
+    assert defense_cost(part("mad", "fast"), 128) == "2 M_f + S"
+    assert defense_cost(part("edm", "reference"), 1) == "M_f + M_h"
     assert defense_cost(part("edm", "reference"), 128) == "n M_f + M_h"
     assert defense_cost(part("edm", "fast"), 128) == "M_f + M_h"
-    assert defense_cost(part("am"), 1) == "2 M_f"
-    assert defense_cost(part("unknown"), 1) == "?"
-    assert defense_cost(part("x", cost_model={"single": "a", "batch": "b"}), 8) == "b"
-    assert defense_cost(part("x", cost_model=lambda b: f"{b} M_f"), 8) == "8 M_f"
-    assert defense_cost(part("mad", "reference", cost_model="own"), 1) == "own"
+    assert defense_cost(part("am", "reference"), 1) == "2 M_f"
+    assert defense_cost(part("am", "fast"), 1) == "(1 + r) M_f"
+    assert all(defense_cost(part(name), size) == "M_f" for name in ("vanilla", "ini", "oe") for size in (1, 128))
+    assert defense_cost(Undeclared(), 1) == "?"
+    assert defense_cost(Single(), 1) == "own"
+    assert defense_cost(BySize(), 1) == "a" and defense_cost(BySize(), 8) == "b"
+    assert defense_cost(Method(), 8) == "8 M_f"
     assert chain_cost([part("ini"), part("mad", "reference")], 1) == "M_f + C M_b + S"
-    assert chain_cost([part("edm", "reference"), part("am")], 4) == "n M_f + M_h | 2 M_f"
+    assert chain_cost([part("edm", "reference"), part("am", "reference")], 4) == "n M_f + M_h | 2 M_f"
 
 
 def test_cli_time_on_mnist(tmp_path, mnist_root, capsys):

@@ -1,6 +1,7 @@
 """Datasets: registered specs, suite-defined file datasets, and a per-process cache of loaded splits."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ __all__ = ["DataError", "DatasetSpec", "ImageData", "MissingDataError", "Unlabel
            "load_idx", "load_npz", "file_dataset", "load_split", "ROLES"]
 
 ROLES = ("ood", "hash", "surrogate")
-_CACHE: dict[tuple[str, str, str], ImageData] = {}
+CACHE_LIMIT = 8  # loaded splits kept in memory: a suite's dataset and its role datasets; the oldest is read again when needed
+_CACHE: OrderedDict[tuple[str, str, str], ImageData] = OrderedDict()
 
 
 def file_dataset(name: str, format: str, like: str, train: dict[str, str] | str | None = None,
@@ -46,10 +48,15 @@ def file_dataset(name: str, format: str, like: str, train: dict[str, str] | str 
 
 
 def load_split(spec: DatasetSpec, root: Path, split: str, shape: tuple[int, int, int] | None = None) -> ImageData:
-    """Load (once per process) a split, conformed to ``shape`` when given."""
+    """Load a split, conformed to ``shape`` when given. The last ``CACHE_LIMIT`` splits read stay in
+    memory, so the cells of a run read each file once; a split read again is the same data."""
     key = (spec.name, str(root), split)
-    if key not in _CACHE:
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+    else:
         _CACHE[key] = spec.load(Path(root), split)
+        while len(_CACHE) > CACHE_LIMIT:
+            _CACHE.popitem(last=False)
     data = _CACHE[key]
     if shape is not None and data.shape != tuple(shape):
         data = ImageData(conform(data.images, shape), data.labels, data.name)

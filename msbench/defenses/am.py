@@ -66,6 +66,7 @@ class OutlierExposure(TrainingDefense):
     """Outlier exposure (AM's victim): cross-entropy plus a pull towards uniform answers on OOD data."""
 
     label = "OE"
+    cost_model = "M_f"
 
     roles = ("ood",)
 
@@ -139,6 +140,11 @@ class AdaptiveMisinformation(OutputDefense):
     roles = ("ood",)
     tunable = "tau"
     label, color, paper_order, color_over_base = "AM", "#56B4E9", 2, "#CC79A7"
+
+    def cost_model(self, batch_size: int) -> str:
+        """The paper's 2 M_f (base and misinformation model) for the reference form; the fast form
+        runs the misinformation model only on the share r of inputs the gate opens."""
+        return "2 M_f" if self.config.implementation == "reference" else "(1 + r) M_f"
     tunable_grid = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # strong to weak
 
     @dataclass

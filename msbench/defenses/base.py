@@ -86,6 +86,16 @@ class Defense:
     color: ClassVar[str | None] = None  # fixed colour in every figure, e.g. "#D55E00"
     paper_order: ClassVar[int | None] = None  # position in the InI paper's tables (Vanilla 0); None = not the paper's
     contract_settings: ClassVar[dict[str, Any]] = {}  # [defenses.NAME] values for tests/test_contracts.py (test size)
+    # Where reports put it: ``reference`` marks the undefended victim every defense is compared
+    # with (Vanilla; exactly one registered defense declares it, see ``reference_defense``);
+    # ``ablation_reference`` the defense whose ablations are tabulated beside it (InI).
+    reference: ClassVar[bool] = False
+    ablation_reference: ClassVar[bool] = False
+    # Its inference cost for `msbench time`, in the InI paper's Table 4 notation (M_f: one forward
+    # of the victim's model): a formula string; a dict {"single": ..., "batch": ...} by query size;
+    # or a method ``cost_model(self, batch_size) -> str`` where the formula depends on the config
+    # (a fast form costs other than the paper's). "?" until a plugin states it.
+    cost_model: ClassVar[str | dict[str, str]] = "?"
 
     @dataclass
     class Config:

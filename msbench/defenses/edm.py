@@ -173,6 +173,13 @@ class EDM(TrainingDefense):
     label, color, paper_order = "EDM", "#009E73", 3
     contract_settings = {"hash_epochs": 1}  # test size: the hash CNN costs more than the members (as in suites/quick.toml)
 
+    def cost_model(self, batch_size: int) -> str:
+        """The paper's formula runs every member on a batch (n M_f); the fast form routes each sample
+        to its member only."""
+        if self.config.implementation == "fast" or batch_size <= 1:
+            return "M_f + M_h"
+        return "n M_f + M_h"
+
     @dataclass
     class Config:
         members: int = 5  # N

@@ -273,6 +273,13 @@ class MAD(OutputDefense):
     label, color, paper_order, color_over_base = "MAD", "#E69F00", 1, "#0072B2"
     tunable_grid = (2.0, 1.5, 1.0, 0.75, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0)  # strong to weak
 
+    def cost_model(self, batch_size: int) -> str:
+        """The paper's formula (C M_b + S per answer) for the reference form; the fast form's closed-form
+        Jacobian needs the victim's and the surrogate's forwards and no backward."""
+        if self.config.implementation == "fast":
+            return "2 M_f + S"
+        return "M_f + C M_b + S" if batch_size <= 1 else "M_f + B(C M_b + S)"
+
     @dataclass
     class Config:
         epsilon: float = 0.5  # L1 budget (the official MNIST example)

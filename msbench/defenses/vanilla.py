@@ -13,6 +13,8 @@ class Vanilla(TrainingDefense):
     """Undefended model: cross-entropy training, answers its softmax."""
 
     label, color, paper_order = "Vanilla", "#999999", 0
+    reference = True  # the undefended row: benign accuracy and slowdown are measured against it
+    cost_model = "M_f"
 
     def build(self, ctx: VictimContext) -> nn.Module:
         return Softmax(ctx.new_model("victim"))

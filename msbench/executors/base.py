@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import importlib
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from msbench.cells import Cell, digest
-
-if TYPE_CHECKING:
-    from msbench.runner import Workspace
-    from msbench.suite import Suite
+from msbench.cells import Cell, digest, victim_key
+from msbench.evaluate import run_cell
+from msbench.suite_schema import Suite
+from msbench.workspace import Workspace, resolve_device
 
 Pending = list[tuple[Cell, str]]  # (cell, cell id) pairs still to compute
 OnStart = Callable[[Cell], None]
@@ -27,27 +27,32 @@ class Job:
     """Everything a process needs to compute cells of one run; paths are absolute so that workers
     started elsewhere (another working directory, another machine with the same shared paths) agree."""
 
-    suite: "Suite"
+    suite: Suite
     data_root: Path
     run_dir: Path
     device: str | None = None  # None: the suite's run.device ("auto": a GPU where the worker has one)
 
     @property
     def key(self) -> str:
+        """What identifies the job's run: its resolved suite, data root and run directory."""
         return digest({"suite": self.suite.resolved(), "data_root": str(self.data_root), "run_dir": str(self.run_dir)})
 
 
-_WORKSPACES: dict[str, "Workspace"] = {}  # one per job and process: its loaded data and victims are reused
+WORKSPACE_LIMIT = 2  # workspaces a process keeps: a worker serves one run at a time; the oldest is dropped
+_WORKSPACES: OrderedDict[str, Workspace] = OrderedDict()  # per job and device: its loaded victims are reused by later cells
 
 
-def workspace(job: Job) -> "Workspace":
-    from msbench.runner import Workspace, resolve_device
-
+def workspace(job: Job) -> Workspace:
+    """This process's workspace of ``job``, made on first use (a worker registers the suite's plugins then)."""
     key = f"{job.key}/{job.device}"
-    if key not in _WORKSPACES:
+    if key in _WORKSPACES:
+        _WORKSPACES.move_to_end(key)
+    else:
         for module in job.suite.plugins:  # a worker process has not read the suite: register its plugins here
             importlib.import_module(module)
         _WORKSPACES[key] = Workspace(job.suite, job.data_root, job.run_dir, resolve_device(job.device or job.suite.run.device))
+        while len(_WORKSPACES) > WORKSPACE_LIMIT:
+            _WORKSPACES.popitem(last=False)
     return _WORKSPACES[key]
 
 
@@ -57,15 +62,16 @@ def forget_workspaces(job: Job) -> None:
         del _WORKSPACES[key]
 
 
-def record_of(ws: "Workspace", cell: Cell, cell_id: str) -> dict[str, Any]:
+def record_of(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
     """A cell's record; a failure is a record too (status "failed", the error and its traceback)."""
     try:
-        return ws.run_cell(cell, cell_id)
+        return run_cell(ws, cell, cell_id)
     except Exception as failure:  # a failed cell is a result, not the end of the run
         return failed_record(cell, cell_id, failure)
 
 
 def failed_record(cell: Cell, cell_id: str, failure: BaseException) -> dict[str, Any]:
+    """The record of a cell that raised: its identity, the error in one line and the traceback."""
     return {**cell.__dict__, "cell_id": cell_id, "status": "failed", "error": f"{type(failure).__name__}: {failure}",
             "traceback": "".join(traceback.format_exception(failure))}
 
@@ -100,8 +106,6 @@ def victim_levels(job: Job, cells: Iterable[Cell]) -> list[dict[str, VictimSpec]
     before MAD's wrapper (group 1). Each victim appears once (keyed by its cache key), however many
     cells share it.
     """
-    from msbench.cells import victim_key
-
     levels: list[dict[str, VictimSpec]] = []
     for cell in cells:
         chain = job.suite.chain(cell.defense)

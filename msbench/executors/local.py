@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from msbench.executors.base import Executor, Job, OnStart, Pending, record_of, workspace
+from msbench.registry import register_executor
 
 
+@register_executor("local")
 class LocalExecutor(Executor):
     """One process, cells in matrix order; victims are trained the first time a cell needs them."""
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 
 from msbench.executors.base import Executor, Job, OnStart, Pending, failed_record, record_of, victim_levels, workspace
 from msbench.progress import progress
+from msbench.registry import register_executor
 
 
 def _worker_setup(threads: int) -> None:
@@ -47,6 +48,7 @@ def _call(function: Callable[..., Any], threads: int, args: tuple, kwargs: dict[
     return function(*args, **kwargs)
 
 
+@register_executor("ray")
 class RayExecutor(Executor):
     """Victims and cells as Ray tasks.
 

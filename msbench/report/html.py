@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-import msbench
-from msbench.report.data import RunTables, dataset_label, in_order
-from msbench.report.tables import Table
+from msbench.report.cell import Table
+from msbench.report.labels import dataset_label, in_order
+from msbench.report.runs import RunTables
+from msbench.version import __version__
 
 TEMPLATES = Path(__file__).parent / "templates"
 ROLE_KEYS = ("surrogate", "ood", "hash", "format", "like", "train_subset", "test_subset", "note")
@@ -103,7 +104,7 @@ def _tuned(results: pd.DataFrame) -> list[dict[str, str]]:
 
 
 def _rendering_machine() -> list[tuple[str, str]]:
-    rows = [("msbench", msbench.__version__), ("python", platform.python_version()), ("platform", platform.platform())]
+    rows = [("msbench", __version__), ("python", platform.python_version()), ("platform", platform.platform())]
     try:
         import torch
 
@@ -149,7 +150,7 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
     context = {
         "title": title,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "version": msbench.__version__,
+        "version": __version__,
         "runs": [{"dir": str(d), "name": s.get("name", d.name), "description": s.get("description", ""),
                   "settings": _settings(s)} for d, s in zip(tables.run_dirs, tables.suites)],
         "counts": {"cells": progress.planned, "ok": progress.finished, "failed": progress.failed, "pending": progress.pending,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from msbench.report.data import (RunTables, benign_check, benign_summary, in_order, is_pool_attack, order_attacks,
-                                 order_defenses, summarise)
+from msbench.report.labels import in_order, is_pool_attack, order_attacks, order_defenses
+from msbench.report.runs import RunTables
+from msbench.report.stats import benign_check, benign_summary, summarise
 
 RANKED, REFERENCE_ROW, COLLAPSED, UNCHECKED = "ranked", "reference", "collapsed", "unchecked"
 COLUMNS = ["dataset", "arch", "budget", "rank", "standing", "defense", "benign_mean", "benign_ci", "benign_drop",

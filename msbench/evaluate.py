@@ -1,0 +1,104 @@
+"""One cell: its victim attacked through the oracle, the clone evaluated, the record made.
+
+``run_cell`` is the only place a record's numbers come from, whatever executor computed it: the
+victim (cached by ``ws.victims``), the oracle with the runner's own query ledger, the distortion
+meter, the attack's context (its own random stream, the label-free data, the defense's public
+settings) and, after the attack, the check that the victim was left as it was.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from msbench.attacks import AttackContext
+from msbench.cells import Cell
+from msbench.data import UnlabeledImages
+from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
+from msbench.oracle import Oracle, QueryLedger
+from msbench.provenance import provenance
+from msbench.registry import ATTACKS
+from msbench.seeds import derive_seed, seeded
+from msbench.training import accuracy, predict_labels
+from msbench.version import __version__
+from msbench.workspace import Workspace
+
+
+def run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
+    """Attack one cell's victim and return its record (raises what the victim, attack or evaluation raised)."""
+    suite, victims, device = ws.suite, ws.victims, ws.device
+    reads_surrogate = "surrogate" in ATTACKS.get(cell.attack).roles
+    record: dict[str, Any] = {**cell.__dict__, "cell_id": cell_id, "status": "ok", "error": "",
+                              "surrogate": (suite.role(cell.dataset, "surrogate") or "") if reads_surrogate else ""}
+    chain = suite.chain(cell.defense)
+    victim, info = victims.get(cell.dataset, cell.arch, chain, cell.seed)
+    links = [victims.get(cell.dataset, cell.arch, chain[:i + 1], cell.seed)[1] for i in range(len(chain))]
+    victim_seconds = sum(link["seconds"] for link in links)
+    splits = ws.splits(cell.dataset)
+    if cell.setting is not None:
+        victim, info = victims.at_setting(victim, info, chain[-1], cell.setting, splits.test)
+        links[-1] = info
+    tuned = "; ".join(f"{name}.{link['tuned']['name']}={link['tuned']['value']:g}" for name, link in zip(chain, links) if link.get("tuned"))
+    spec = suite.spec(cell.dataset)
+    settings = suite.attacks[cell.attack]
+    attack = ATTACKS.get(cell.attack)(settings.config)
+    victim_labels = predict_labels(victim, splits.test.images, device)
+    undefended = victims.get(cell.dataset, cell.arch, chain[:1], cell.seed)[0] if len(chain) > 1 else None
+    meter = DistortionMeter(undefended) if undefended is not None else None
+    distortion_test = mean_distortion(victim, undefended, splits.test.images, device) if undefended is not None else float("nan")
+    restart_randomness(victim)  # a randomised defense answers the attack from its seed, whatever was asked before
+    ledger = QueryLedger()  # the runner's own count: the attack holds only the oracle
+    oracle = Oracle(victim, cell.label_mode, settings.config.budget, spec.num_classes, input_shape=spec.shape, ledger=ledger,
+                    observe=meter.observe if meter is not None else None)
+    curve: list[tuple[int, float]] = []
+
+    def report(queries: int, clone: nn.Module) -> None:
+        clone.eval()
+        curve.append((queries, accuracy(predict_labels(clone, splits.test.images, device), splits.test.labels)))
+
+    ctx = AttackContext(
+        query_data=lambda: attack_role(ws, cell.dataset, attack, "surrogate"),
+        seed_data=lambda: splits.train.unlabeled(), make_clone=ws.model_factory(cell.dataset, cell.arch),
+        recipe=settings.recipe, device=device, seed=derive_seed(cell.seed, "attack"),  # the attack's stream only
+        num_classes=spec.num_classes, report=report,
+        defense="+".join(chain), defense_config=public_settings(chain, links), input_shape=spec.shape)
+    started = time.perf_counter()
+    try:
+        with seeded(ctx.seed_for("run")):
+            clone = attack.run(oracle, ctx).eval()
+        clone_labels = predict_labels(clone, splits.test.images, device)
+        clone_acc = accuracy(clone_labels, splits.test.labels)
+    finally:  # also when the attack failed: a damaged victim must not serve later cells
+        victims.check(cell.dataset, cell.arch, chain, cell.seed)
+    record.update(budget=settings.config.budget, queries=ledger.queries, benign_acc=info["benign_acc"], clone_acc=clone_acc,
+                  relative_perf=clone_acc / info["benign_acc"] if info["benign_acc"] else float("nan"),
+                  fidelity=accuracy(clone_labels, victim_labels), victim_seconds=victim_seconds, tuned=tuned,
+                  distortion_queries=meter.mean if meter is not None else float("nan"), distortion_test=distortion_test,
+                  attack_seconds=time.perf_counter() - started, notes=json.dumps(ctx.notes) if ctx.notes else "",
+                  curve=curve, msbench=__version__, torch=torch.__version__, device=str(device))
+    record.update(provenance(device))
+    return record
+
+
+def attack_role(ws: Workspace, dataset: str, attack: Any, role: str) -> UnlabeledImages:
+    """A role dataset's images, without labels, for an attack that declares the role (its cell
+    key covers exactly the roles it declares)."""
+    if role not in type(attack).roles:
+        raise KeyError(f"{type(attack).registered_name or type(attack).__name__}: reads the '{role}' dataset "
+                       f"without declaring it: add roles = (\"{role}\",) to the attack class")
+    return ws.role_data(dataset, role).unlabeled()
+
+
+def public_settings(chain: list[str], links: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each defense link's deployed settings, as a defense-aware attacker is told them: its config
+    with the value benign matching chose. Nothing else of the victim (weights, seed, data)."""
+    settings = {}
+    for name, link in zip(chain, links):
+        config = dict(link["config"])
+        if link.get("tuned"):
+            config[link["tuned"]["name"]] = link["tuned"]["value"]
+        settings[name] = config
+    return settings

@@ -1,0 +1,147 @@
+"""A report table's cells, and the number formats they show.
+
+Each cell carries its plain text, its LaTeX and a sort key, so the LaTeX and HTML renderings show
+the same numbers. Formats follow the InI paper: accuracies in percent with two decimals, relative
+performance as ``79.55(0.84x)``; with several seeds, ``mean±h`` where h is the half-width of the
+95% confidence interval of the mean (Student t over the seeds that finished). A cell whose every
+seed failed shows ``--``; one still planned shows ``pending``; a combination no run covered stays
+empty. ``†`` marks a victim whose benign accuracy is more than the tolerance below Vanilla's: it is
+never bold, since a defense that breaks its own model has not defended it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from msbench.report.latex import escape
+from msbench.report.runs import PENDING
+from msbench.report.stats import finite
+
+FAILED = "--"
+COLLAPSED_MARK = "†"
+
+
+@dataclass
+class Cell:
+    text: str
+    latex: str
+    sort: float | str | None = None
+    bold: bool = False
+    eligible: bool = True  # may be bold as "best" (False for Vanilla and collapsed victims)
+    kind: str = ""  # "failed", "pending" or "": a CSS class in HTML
+
+    @classmethod
+    def label(cls, text: str) -> "Cell":
+        return cls(text, escape(text), text)
+
+    @classmethod
+    def empty(cls) -> "Cell":
+        return cls("", "", None)
+
+    @classmethod
+    def failed(cls) -> "Cell":
+        return cls(FAILED, FAILED, None, kind="failed")
+
+    @classmethod
+    def pending(cls) -> "Cell":
+        return cls(PENDING, rf"\textit{{{PENDING}}}", None, kind="pending")
+
+
+@dataclass
+class Table:
+    key: str  # anchor in HTML, label suffix in LaTeX
+    title: str
+    caption: str
+    columns: list[str]  # leaf headers; the first names the row labels
+    rows: list[list[Cell]]
+    groups: list[tuple[str, int]] = field(default_factory=list)  # spanning headers over the data columns
+    wide: bool = False
+
+
+def fmt_value(mean: float, spread: float | None = None, digits: int = 2) -> tuple[str, str]:
+    """(text, latex) of ``mean`` or ``mean±spread`` (the spread is a 95% CI half-width)."""
+    text = f"{mean:.{digits}f}"
+    if spread is not None and finite(spread):
+        return f"{text}±{spread:.{digits}f}", f"{text}$\\pm${spread:.{digits}f}"
+    return text, text
+
+
+def with_progress(cell: Cell, n_ok: int, n_failed: int, n_pending: int) -> Cell:
+    """``93.25 (1/3 seeds)`` when some seeds of the cell are still pending or failed."""
+    if n_pending or n_failed:
+        note = f" ({n_ok}/{n_ok + n_failed + n_pending} seeds)"
+        cell.text += note
+        cell.latex += escape(note)
+    return cell
+
+
+def mark_collapsed(cell: Cell) -> Cell:
+    cell.text += COLLAPSED_MARK
+    cell.latex += r"$^\dagger$"
+    cell.eligible = False
+    return cell
+
+
+def accuracy_cell(mean: float, ci: float | None, n: int, n_pending: int = 0) -> Cell:
+    if n == 0 or not finite(mean):
+        return Cell.pending() if n_pending else Cell.failed()
+    text, latex = fmt_value(mean, ci)
+    return with_progress(Cell(text, latex, round(float(mean), 2)), n, 0, n_pending)
+
+
+def attack_cell(row: pd.Series | None) -> Cell:
+    """``79.55(0.84x)``: clone accuracy (mean±CI over seeds) and mean relative performance."""
+    if row is None:
+        return Cell.empty()
+    if row["n_ok"] == 0 or not finite(row["clone_mean"]):
+        return Cell.pending() if row["n_pending"] else Cell.failed()
+    text, latex = fmt_value(row["clone_mean"], row["clone_ci"])
+    rel = row["rel_mean"]
+    if finite(rel):
+        text, latex = f"{text}({rel:.2f}×)", f"{latex}({rel:.2f}$\\times$)"
+    return with_progress(Cell(text, latex, round(float(row["clone_mean"]), 2)), int(row["n_ok"]), int(row["n_failed"]),
+                          int(row["n_pending"]))
+
+
+def bold_lowest(rows: list[list[Cell]]) -> None:
+    """Bold, per column, the lowest shown clone accuracy among the eligible cells (ties all bold): lower
+    is a better defense, but only a defense that kept its benign accuracy (not Vanilla, not collapsed)."""
+    if not rows:
+        return
+    for j in range(1, len(rows[0])):
+        shown = [r[j] for r in rows if isinstance(r[j].sort, float)]
+        values = [c.sort for c in shown if c.eligible]
+        if len(shown) < 2 or not values:  # nothing to compare against
+            continue
+        best = min(values)
+        for c in shown:
+            if c.eligible and c.sort == best:
+                c.bold = True
+
+
+def slug(*parts: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(str(p) for p in parts).lower()).strip("-")
+
+
+def points(tolerance: float) -> str:
+    """``1 point``, ``0.5 points``: the tolerance as a caption says it."""
+    return f"{tolerance:g} point" + ("" if tolerance == 1 else "s")
+
+
+def fmt_budget(value) -> str:
+    return f"{int(value):,}" if finite(value) else "?"
+
+
+def fmt_seconds(value: float) -> str:
+    """Seconds as the paper prints them (471.7), with more digits for the short times of small models."""
+    return f"{value:.1f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:#.3g}"
+
+
+def cost_model_latex(model: str) -> str:
+    """``M_f + C*M_b + S`` -> ``$M_{f} + C\\cdot M_{b} + S$``; anything else is escaped text."""
+    if re.fullmatch(r"[A-Za-z0-9_ +*()./-]+", model):
+        body = re.sub(r"_(\w+)", r"_{\1}", model).replace("*", "\\cdot ")
+        return f"${body}$"
+    return escape(model)

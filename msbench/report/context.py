@@ -1,0 +1,70 @@
+"""What every table of the report needs besides its own numbers: the benign check per victim, the
+tolerance, the runs' progress, and the caption sentences they add."""
+from __future__ import annotations
+
+import pandas as pd
+
+from msbench.report.cell import COLLAPSED_MARK, Cell, mark_collapsed, points
+from msbench.report.labels import attack_label, in_order, is_pool_attack
+from msbench.report.runs import RunTables
+from msbench.report.stats import benign_check
+
+
+def lookup(summary: pd.DataFrame, **keys) -> pd.Series | None:
+    mask = pd.Series(True, index=summary.index)
+    for column, value in keys.items():
+        mask &= summary[column] == value
+    hit = summary[mask]
+    return None if hit.empty else hit.iloc[0]
+
+
+def seeds_note(results: pd.DataFrame) -> str:
+    seeds = in_order(results.loc[results["status"] == "ok", "seed"]) if not results.empty else []
+    if len(seeds) > 1:
+        return (f" With several seeds, a cell reads mean±h: the mean over the seeds that finished ({len(seeds)} seeds "
+                f"in these runs) and h the half-width of its 95% confidence interval (Student t).")
+    return ""
+
+
+class Context:
+    """What every table needs besides its own numbers: the benign check, the tolerance, the run's progress."""
+
+    def __init__(self, tables: RunTables):
+        self.tables = tables
+        self.tolerance = tables.tolerance
+        check = benign_check(tables.results, self.tolerance)
+        self.within = {(r.dataset, r.arch, r.defense): r.within for r in check.itertuples()}
+        self.reference = {(r.dataset, r.arch, r.defense) for r in check.itertuples() if r.reference}
+        self.progress = tables.progress
+
+    def collapsed(self, dataset: str, arch: str, defense: str) -> bool:
+        return self.within.get((dataset, arch, defense)) is False
+
+    def eligible(self, dataset: str, arch: str, defense: str) -> bool:
+        return self.within.get((dataset, arch, defense)) is True
+
+    def mark(self, cell: Cell, dataset: str, arch: str, defense: str) -> Cell:
+        if cell.sort is None:
+            return cell
+        if self.collapsed(dataset, arch, defense):
+            return mark_collapsed(cell)
+        cell.eligible = self.eligible(dataset, arch, defense)
+        return cell
+
+    def notes(self) -> str:
+        """The caption's closing notes: the collapse mark and, for a partial run, its progress."""
+        text = (f" {COLLAPSED_MARK}: benign accuracy more than {points(self.tolerance)} below Vanilla's (the suite's "
+                f"run.match_benign): a collapsed victim, never bold; Vanilla is the reference, never bold.")
+        if self.progress.partial:
+            text += f" {self.progress.sentence()} Pending cells read 'pending'."
+        return text
+
+
+def label_only_note(attacks: list[str]) -> str:
+    """The caption sentence on the label-only bound, when a pool attack's hard-label mode is among ``attacks``."""
+    pools = [attack_label(a) for a in in_order(attacks) if is_pool_attack(a)]
+    if not pools:
+        return ""
+    return (f" {', '.join(pools)} hard-label is the label-only bound: it learns from top-1 labels of natural images only, "
+            f"so a defense that preserves every answer's argmax cannot change what it receives and cannot push its clone "
+            f"accuracy lower.")

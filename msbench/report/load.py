@@ -1,0 +1,192 @@
+"""Reading run directories into one report input, combined with care.
+
+The report reads only what a run wrote to disk (``results.csv``, ``curves.csv``, ``timing.csv``,
+``suite.json``), so it renders the same from a finished run, a run copied from a cluster, or
+several runs combined (e.g. one run per dataset). Combining merges only cells run with identical
+settings (see ``load_runs``); the suite's matrix says which cells are still pending.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from msbench.cells import digest
+from msbench.defenses import OutputDefense
+from msbench.registry import DEFENSES
+from msbench.report.labels import VARIANT, plugin_class, attack_label, dataset_label, defense_label, in_order, mode_label
+from msbench.report.runs import KEY, PENDING, TIMING_COLUMNS, RunTables
+from msbench.report.verdict import worst_case
+from msbench.results import _TEXT, CURVE_COLUMNS, CURVE_DTYPES, RESULT_COLUMNS, RESULT_DTYPES, typed
+
+
+def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path, keep_default_na=True)
+    for column in columns:  # tolerate tables written by older or newer versions
+        if column not in frame.columns:
+            frame[column] = pd.NA
+    return frame
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _chain(defense: str) -> list[str]:
+    """``mad`` -> [vanilla, mad] (an output defense over its default base), ``ini+mad`` -> [ini, mad]."""
+    parts = str(defense).split("+")
+    first = plugin_class(DEFENSES, parts[0])
+    if first is not None and issubclass(first, OutputDefense):
+        parts = [first.default_base] + parts
+    return parts
+
+
+def settings_id(suite: dict[str, Any], dataset: str, arch: str, defense: str, attack: str) -> str | None:
+    """Hash of the settings behind one experiment (everything of suite.json a cell depends on except its
+    seed and label mode): data subsets and roles, each defense link's config and recipe, the attack's.
+    None when the run has no suite.json to tell."""
+    if not suite.get("matrix"):
+        return None
+    datasets = suite.get("datasets") or {}
+    entry = datasets.get(dataset) or {}
+    roles = {role: entry.get(role) for role in ("ood", "hash", "surrogate")}
+    run = {k: v for k, v in (suite.get("run") or {}).items() if k != "device"}
+    return digest({"run": run, "dataset": entry, "roles": {r: datasets.get(n) for r, n in roles.items() if n},
+                   "arch": arch, "defenses": [(n, (suite.get("defenses") or {}).get(n)) for n in _chain(defense)],
+                   "attack": (suite.get("attacks") or {}).get(attack)})
+
+
+def planned_cells(suite: dict[str, Any]) -> pd.DataFrame:
+    """The cells of a suite.json's matrix (dataset, arch, defense, attack, label mode, seed), as the runner expands them."""
+    m = suite.get("matrix") or {}
+    axes = [m.get(k) or [] for k in ("datasets", "archs", "defenses", "attacks", "label_modes", "seeds")]
+    rows = [(d, a, str(f).lower(), str(k).lower(), mode, int(s)) for d, a, f, k, mode, s in itertools.product(*axes)]
+    return pd.DataFrame(rows, columns=KEY + ["seed"])
+
+
+def _keep_apart(results: pd.DataFrame, names: dict[str, str]) -> tuple[pd.DataFrame, set, list[str]]:
+    """Rename the defense of every victim (dataset, arch, defense) whose experiments differ in settings
+    between runs to ``defense@run``; returns the frame, the renamed (run, dataset, arch, defense) and reasons."""
+    renamed: set[tuple[str, str, str, str]] = set()
+    reasons: list[str] = []
+    if results.empty or results["run"].nunique() < 2:
+        return results, renamed, reasons
+    ident = results["settings"].where(results["settings"].notna(), "unknown:" + results["run"].astype(str))
+    for (dataset, arch, defense), group in results.assign(ident=ident).groupby(["dataset", "arch", "defense"], sort=False):
+        clash = group.groupby(["attack", "label_mode"])["ident"].nunique()
+        if clash.max() < 2:
+            continue
+        runs = in_order(group["run"])
+        shown = [names[r] for r in runs]
+        if len(set(shown)) < len(shown):
+            raise ValueError(f"cannot combine runs {', '.join(runs)}: {dataset}/{arch}/{defense} was run with different "
+                             f"settings in runs of the same name ({shown[0]}); rename a run directory or report them apart")
+        attack, mode = clash[clash >= 2].index[0]
+        reasons.append(f"{defense_label(defense)} on {dataset_label(dataset)} ({arch}) differs in settings between runs "
+                       f"{', '.join(shown)} (e.g. {attack_label(attack)} {mode_label(mode)}); shown apart by run name")
+        renamed |= {(r, dataset, arch, defense) for r in runs}
+    if renamed:
+        def rename(row):
+            return f"{row['defense']}{VARIANT}{names[row['run']]}" if (row["run"], row["dataset"], row["arch"], row["defense"]) in renamed else row["defense"]
+        results = results.assign(defense=results.apply(rename, axis=1))
+    return results, renamed, reasons
+
+
+def load_runs(run_dirs: list[Path] | Path) -> RunTables:
+    """Read and combine the tables of ``run_dirs``.
+
+    - A cell present in several runs (same ``cell_id``) is kept once, from the last run named, so a
+      re-run listed after the original supersedes it; so is one (experiment, seed) run again with
+      the same settings.
+    - Seeds are averaged only across cells of identical settings: a victim whose experiments differ
+      in settings between runs (suite.json: data, defense links, attack) is kept apart, its defense
+      named ``defense@run`` and shown ``Defense (run)``. Runs of the same name that would need this
+      are refused with a one-line ValueError.
+    - Cells planned by a suite.json matrix without a record are added with status ``pending``.
+    """
+    dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
+    if not dirs:
+        raise ValueError("render_report needs at least one run directory")
+    results, curves, timing, suites, names = [], [], [], [], {}
+    for index, run_dir in enumerate(dirs):
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"{run_dir}: no such run directory")
+        suite_path = run_dir / "suite.json"
+        try:
+            suite = json.loads(suite_path.read_text()) if suite_path.exists() else {}
+        except ValueError as bad:
+            raise ValueError(f"{suite_path}: not valid JSON ({bad})") from None
+        suites.append(suite)
+        run = str(index)  # runs are told apart by position; names are for people
+        names[run] = run_dir.name
+        found = False
+        for name, columns, sink in (("results", RESULT_COLUMNS, results), ("curves", CURVE_COLUMNS, curves),
+                                    ("timing", TIMING_COLUMNS, timing)):
+            frame = _read_csv(run_dir / f"{name}.csv", columns)
+            if frame is not None:
+                found = True
+                frame = frame.assign(run=run)
+                if name == "results":
+                    frame["settings"] = [settings_id(suite, *key) for key in zip(frame["dataset"], frame["arch"], frame["defense"], frame["attack"])]
+                    planned = planned_cells(suite)
+                    if not planned.empty:
+                        frame = pd.concat([frame, planned.assign(status=PENDING, run=run, error="",
+                                                                 settings=[settings_id(suite, *k) for k in zip(planned["dataset"], planned["arch"], planned["defense"], planned["attack"])])],
+                                          ignore_index=True)
+                sink.append(frame)
+        if not found:
+            raise FileNotFoundError(f"{run_dir}: none of results.csv, curves.csv, timing.csv is there (is it a run directory?)")
+    result_frame = _concat(results, RESULT_COLUMNS + ["run", "settings"])
+    renamed: set = set()
+    reasons: list[str] = []
+    if not result_frame.empty:
+        result_frame["status"] = result_frame["status"].fillna("failed")
+        result_frame["error"] = result_frame["error"].astype(object).fillna("")
+        result_frame["seed"] = pd.to_numeric(result_frame["seed"], errors="coerce").astype("Int64")
+        recorded = result_frame[result_frame["status"] != PENDING]
+        if recorded["cell_id"].notna().all():
+            recorded = recorded.drop_duplicates("cell_id", keep="last")
+        result_frame = pd.concat([recorded, result_frame[result_frame["status"] == PENDING]], ignore_index=True)
+    # trade-off sweep cells (``setting`` set) are extra cells of one experiment: kept out of ``results``
+    swept = result_frame["setting"].notna() if "setting" in result_frame else pd.Series(False, index=result_frame.index)
+    sweep_frame, result_frame = result_frame[swept], result_frame[~swept]
+    if not result_frame.empty:
+        result_frame, renamed, reasons = _keep_apart(result_frame, names)
+        # one row per (experiment, seed): a record beats a pending plan; a later run beats an earlier one
+        result_frame = result_frame.assign(_recorded=result_frame["status"] != PENDING, _order=range(len(result_frame)))
+        result_frame = (result_frame.sort_values(["_recorded", "_order"], kind="stable")
+                        .drop_duplicates(KEY + ["seed"], keep="last").sort_values("_order", kind="stable")
+                        .drop(columns=["_recorded", "_order"]))
+    curve_frame = _concat(curves, CURVE_COLUMNS + ["run"])
+    if not curve_frame.empty:
+        if renamed:
+            curve_frame["defense"] = [f"{d}{VARIANT}{names[r]}" if (r, ds, a, d) in renamed else d
+                                      for r, ds, a, d in zip(curve_frame["run"], curve_frame["dataset"], curve_frame["arch"], curve_frame["defense"])]
+        curve_frame = curve_frame.drop_duplicates(CURVE_COLUMNS[:7], keep="last")
+    return RunTables(dirs, result_frame.reset_index(drop=True), curve_frame.reset_index(drop=True),
+                     _concat(timing, TIMING_COLUMNS + ["run"]), suites, reasons, sweep_frame.reset_index(drop=True))
+
+
+def load_results(run_dir: str | Path | list, table: str = "results") -> pd.DataFrame:
+    """A run's table (``results``, ``curves`` or ``timing``) as a DataFrame; ``worst_case``: the
+    report's verdict (per defense x dataset x arch, the strongest attack setting of the run), computed
+    from the tables by ``msbench.report.verdict.worst_case`` (several run directories are combined)."""
+    if table == "worst_case":
+        return worst_case(load_runs(run_dir))
+    path = Path(run_dir) / f"{table}.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such table (has the suite been run with --out {run_dir}?)")
+    dtypes = {"results": RESULT_DTYPES, "curves": CURVE_DTYPES}.get(table)
+    if dtypes is None:
+        return pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={c: "object" for c, t in dtypes.items() if t == _TEXT}, keep_default_na=False,
+                        na_values={c: [""] for c, t in dtypes.items() if t != _TEXT})
+    return typed(frame.reindex(columns=list(dtypes)), dtypes)
