@@ -16,7 +16,7 @@ from msbench.registry import (ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, regist
                               register_attack, register_dataset, register_defense)
 from msbench.suite import SuiteError, load_suite
 from msbench.run import run_suite
-from msbench.timing import time_suite
+from msbench.timing.stage import time_suite
 from msbench.report import load_results, render_report
 
 

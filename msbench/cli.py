@@ -33,7 +33,7 @@ def _time(args: argparse.Namespace) -> int:
     from msbench.io import RunLock
     from msbench.suite import load_suite
     from msbench.suite import SuiteError
-    from msbench.timing import NO_TIMING, time_suite
+    from msbench.timing.stage import NO_TIMING, time_suite
 
     suite = load_suite(args.suite)
     if "timing" not in suite.raw:  # refused before the run directory is made or locked

@@ -25,7 +25,7 @@ from msbench.progress import progress
 from msbench.report import render_report
 from msbench.results import RecordStore, results_frame, write_tables
 from msbench.suite import Suite, check_data, load_suite
-from msbench.timing import time_suite
+from msbench.timing.stage import time_suite
 from msbench.workspace import check_device, resolve_device
 
 Echo = Callable[[str], Any]

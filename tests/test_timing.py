@@ -18,7 +18,9 @@ from msbench.config import SuiteError
 from msbench.defenses import TrainingDefense
 from msbench.registry import ARCHITECTURES, DEFENSES
 from msbench.suite import load_suite
-from msbench.timing import chain_cost, cycling, defense_cost, time_calls, time_suite
+from msbench.timing.cost import chain_cost, defense_cost
+from msbench.timing.measure import cycling, time_calls
+from msbench.timing.stage import time_suite
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 

@@ -23,7 +23,7 @@ from msbench.defenses.topk import top_k
 from msbench.models import build_model, last_linear
 from msbench.oracle import check_probabilities
 from msbench.registry import DEFENSES
-from msbench.timing import defense_cost
+from msbench.timing.cost import defense_cost
 from msbench.training import Recipe
 
 SHAPE = (1, 16, 16)
