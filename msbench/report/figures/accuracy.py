@@ -26,6 +26,7 @@ def clone_accuracy(results: pd.DataFrame, palette: dict[str, str], collapsed: se
     datasets = in_order(ok["dataset"])
     attacks = order_attacks(ok["attack"])
     panels = sorted(in_order(zip(ok["attack"], ok["arch"])), key=lambda p: attacks.index(p[0]))
+    several_archs = ok["arch"].nunique() > 1  # one architecture: the rows name the attack only
     defenses = order_defenses(ok["defense"])
     width = figure_width(len(datasets))
     with sns.axes_style("whitegrid", paper_style()), matplotlib.rc_context(paper_style()):
@@ -52,7 +53,8 @@ def clone_accuracy(results: pd.DataFrame, palette: dict[str, str], collapsed: se
                         ax.errorbar(xs, means, yerr=errs, fmt="none", ecolor="#222222", elinewidth=0.6, capsize=1.2)
                 ax.set_xticks(range(len(modes)), modes)
                 ax.set_title(dataset_label(dataset) if i == 0 else "")
-                ax.set_ylabel(f"{attack_label(attack)} · {arch}\nclone acc. (%)" if j == 0 else "")
+                ax.set_ylabel(f"{attack_label(attack)}{f' · {arch}' if several_archs else ''}\nclone acc. (%)" if j == 0 else "",
+                              wrap=True)
                 ax.set_ylim(0, 100)
                 ax.grid(axis="x", visible=False)
         handles = defense_handles(defenses, palette)
