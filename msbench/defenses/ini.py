@@ -22,6 +22,9 @@ conflicts and sums them; SGD with the suite's recipe takes the step.
 Settings the paper leaves open, and the choices made here:
 - beta, gamma_iso, gamma_ind: the paper gives no values (Algorithm 1 lists them as inputs); all
   default to 1.0.
+- ||grad L_ig|| is the L2 norm over all P of C's parameters (``grad_norm_form = "l2"``), so it
+  grows with the clone; ``"rms"`` divides it by sqrt(P) and ``"mean_abs"`` takes the mean absolute
+  entry (the official code's reduction). Measured sizes at ResNet-18: docs/methods.md.
 - The OOD forward of the paper form runs the victim in eval mode (``ood_train_mode`` unset): the
   induction terms then describe the outputs the deployed victim gives an attacker's queries, and
   BatchNorm statistics are estimated from in-distribution data only. The ID forward, shared by
