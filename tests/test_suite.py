@@ -108,7 +108,7 @@ def test_paper_mnist_suite_is_the_papers_setting():
     assert suite.matrix.defenses == ["vanilla", "mad", "am", "edm", "ini", "ini+mad", "ini+am"]
     assert len(suite.matrix.seeds) >= 3 and suite.matrix.label_modes == ["soft", "hard"]
     ini = suite.defenses["ini"].config
-    assert ini.variant == "paper" and ini.pcgrad and (ini.gamma_iso, ini.gamma_ind, ini.beta) == (1.0, 1.0, 1.0)
+    assert ini.variant == "paper" and ini.pcgrad and ini.isolation and ini.induction and ini.grad_norm
     jbda = suite.attacks["jbda"].config
     assert (jbda.seeds, jbda.rounds, jbda.step, jbda.epochs_per_round) == (150, 6, 0.1, 10)
     assert suite.role("mnist", "surrogate") == "emnist-letters"
