@@ -36,7 +36,9 @@ def run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
     chain = suite.chain(cell.defense)
     victim, info = victims.get(cell.dataset, cell.arch, chain, cell.seed)
     links = [victims.get(cell.dataset, cell.arch, chain[:i + 1], cell.seed)[1] for i in range(len(chain))]
-    victim_seconds = sum(link["seconds"] for link in links)
+    victim_seconds = sum(link["seconds"] for link in links)  # the whole chain's training; the last link's own: links[-1]
+    devices = [link.get("device", "") for link in links]  # "": a checkpoint saved before victims recorded their device
+    victim_device = " + ".join(dict.fromkeys(devices)) if all(devices) else ""
     splits = ws.splits(cell.dataset)
     if cell.setting is not None:
         victim, info = victims.at_setting(victim, info, chain[-1], cell.setting, splits.test)
@@ -76,6 +78,7 @@ def run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
     record.update(budget=settings.config.budget, queries=ledger.queries, benign_acc=info["benign_acc"], clone_acc=clone_acc,
                   relative_perf=clone_acc / info["benign_acc"] if info["benign_acc"] else float("nan"),
                   fidelity=accuracy(clone_labels, victim_labels), victim_seconds=victim_seconds, tuned=tuned,
+                  victim_train_seconds=links[-1]["seconds"], victim_device=victim_device,
                   distortion_queries=meter.mean if meter is not None else float("nan"), distortion_test=distortion_test,
                   attack_seconds=time.perf_counter() - started, notes=json.dumps(ctx.notes) if ctx.notes else "",
                   curve=curve, msbench=__version__, torch=torch.__version__, device=str(device))

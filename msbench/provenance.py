@@ -67,6 +67,14 @@ def device_model(device: torch.device | str) -> str:
     return cpu_model()
 
 
+def training_device(device: torch.device | str) -> str:
+    """Where a model trains, as the training-cost table compares victims: the device, its model, and
+    on a CPU the thread count (``cpu: AMD EPYC 7B13, 2 threads``; ``cuda:0: NVIDIA H200``)."""
+    device = torch.device(device)
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    return f"{device}: {device_model(device)}{threads}"
+
+
 def provenance(device: torch.device | str) -> dict[str, Any]:
     """The provenance fields of one result computed now, in this process, on ``device``."""
     return {"msbench": __version__, "git_commit": git_commit(),

@@ -23,13 +23,13 @@ log = logging.getLogger("msbench")
 
 RESULT_COLUMNS = ["dataset", "arch", "defense", "setting", "attack", "label_mode", "seed", "budget", "queries", "benign_acc",
                   "clone_acc", "relative_perf", "fidelity", "distortion_queries", "distortion_test", "status", "error",
-                  "surrogate", "tuned", "victim_seconds", "attack_seconds", "notes", "msbench", "git_commit", "torch", "device", "device_model", "threads", "host",
+                  "surrogate", "tuned", "victim_seconds", "victim_train_seconds", "victim_device", "attack_seconds", "notes", "msbench", "git_commit", "torch", "device", "device_model", "threads", "host",
                   "date", "cell_id"]
 CURVE_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "clone_acc"]
 _TEXT, _COUNT, _NUMBER = "string", "Int64", "float64"
 RESULT_DTYPES = {**{c: _TEXT for c in RESULT_COLUMNS}, "seed": _COUNT, "budget": _COUNT, "queries": _COUNT, "threads": _COUNT,
                  **{c: _NUMBER for c in ("setting", "benign_acc", "clone_acc", "relative_perf", "fidelity", "distortion_queries",
-                                    "distortion_test", "victim_seconds", "attack_seconds")}}
+                                    "distortion_test", "victim_seconds", "victim_train_seconds", "attack_seconds")}}
 CURVE_DTYPES = {**{c: _TEXT for c in CURVE_COLUMNS}, "seed": _COUNT, "queries": _COUNT, "clone_acc": _NUMBER}
 
 _STR, _INT, _NUM = (str,), (int,), (int, float)
@@ -38,8 +38,13 @@ RECORD_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
             "attack": _STR, "label_mode": _STR, "seed": _INT},
     "ok": {"budget": _INT, "queries": _INT, "benign_acc": _NUM, "clone_acc": _NUM, "relative_perf": _NUM,
            "fidelity": _NUM, "curve": (list,)},
+    "optional": {"victim_seconds": _NUM, "victim_train_seconds": _NUM, "victim_device": _STR},
 }
-"""Keys every record has (``any``) and those of a finished cell (``ok``), with their JSON types."""
+"""Keys every record has (``any``), those of a finished cell (``ok``), and those a record may lack
+(``optional``: records made before the field existed), with their JSON types. ``victim_seconds`` is
+the training time of the victim's whole defense chain (``ini+mad``: InI's and MAD's), while
+``victim_train_seconds`` is its last link's own; ``victim_device`` names where the chain trained
+(``provenance.training_device``), empty when a link's checkpoint predates the field."""
 
 
 def record_problem(record: Any, cell_id: str) -> str | None:
@@ -52,6 +57,10 @@ def record_problem(record: Any, cell_id: str) -> str | None:
             return f"missing key '{key}'"
         value = record[key]
         if isinstance(value, bool) or not isinstance(value, types):
+            return f"'{key}' should be {' or '.join(t.__name__ for t in types)}, got {value!r}"
+    for key, types in RECORD_SCHEMA["optional"].items():
+        value = record.get(key)
+        if key in record and (isinstance(value, bool) or not isinstance(value, types)):
             return f"'{key}' should be {' or '.join(t.__name__ for t in types)}, got {value!r}"
     if record["status"] not in ("ok", "failed"):
         return f"'status' should be 'ok' or 'failed', got {record['status']!r}"

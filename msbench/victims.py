@@ -24,6 +24,7 @@ from msbench.defenses import OutputDefense, VictimContext, load_cached_victim, s
 from msbench.distortion import restart_randomness
 from msbench.fingerprint import fingerprint
 from msbench.oracle import check_probabilities
+from msbench.provenance import training_device
 from msbench.registry import DEFENSES
 from msbench.seeds import derive_seed, seeded
 from msbench.training import accuracy, predict_labels
@@ -86,7 +87,7 @@ class VictimCache:
             with torch.no_grad():
                 check_probabilities(module(test.floats(slice(0, 256), ws.device)))
             benign = accuracy(predict_labels(module, test.images, ws.device), test.labels)
-            info = {"benign_acc": benign, "seconds": seconds, "chain": chain, "dataset": dataset, "arch": arch,
+            info = {"benign_acc": benign, "seconds": seconds, "device": training_device(ws.device), "chain": chain, "dataset": dataset, "arch": arch,
                     "seed": seed, "config": as_dict(defense.config), "tuned": tuned}
             save_victim(module, path, info)
         if info.get("tuned"):

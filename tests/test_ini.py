@@ -157,6 +157,21 @@ def test_paper_variant_terms_match_their_definitions():
     torch.testing.assert_close(objectives["isolation"], 2.0 * F.cosine_similarity(g_soft, g_true, dim=0))
 
 
+@pytest.mark.parametrize("form", ["rms", "mean_abs"])
+def test_grad_norm_forms_reduce_the_clone_gradient_as_named(form):
+    """The size-independent forms of ||grad L_ig||: L2 / sqrt(P) and the mean absolute entry."""
+    torch.manual_seed(7)
+    victim, clone = tiny_cnn(torch.float64), tiny_cnn(torch.float64).eval()
+    x, y, x_ood = batch(8, n=16, dtype=torch.float64)
+    objectives = InI(InI.Config(beta=0.5, grad_norm_form=form)).objectives(victim, clone, x, y, x_ood)
+    params = list(clone.parameters())
+    forward_kl = kl_divergence(Categorical(logits=victim(x_ood)), Categorical(logits=clone(x_ood))).mean()
+    flat = torch.cat([g.reshape(-1) for g in torch.autograd.grad(forward_kl, params)])
+    expected = flat.norm() / flat.numel() ** 0.5 if form == "rms" else flat.abs().mean()
+    torch.testing.assert_close(objectives["grad_norm"], 0.5 * expected)
+    assert objectives["grad_norm"] < 0.5 * flat.norm()  # smaller than the paper's L2 form by construction
+
+
 @pytest.mark.parametrize("variant", ["paper", "official"])
 @pytest.mark.parametrize("switches,dropped", [
     ({"isolation": False}, {"isolation"}),

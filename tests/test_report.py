@@ -128,6 +128,10 @@ def test_run_suite_renders_the_report(real_run):
     assert not list((report / "figures").glob("inference_time.*"))  # no timing.csv: skipped, not drawn empty
     html = (report / "index.html").read_text()
     assert "no timing table" in html and "surrogate: EMNIST letters, as in the paper" in html
+    # each record names where its victim trained and its own training time (Vanilla: the whole chain)
+    assert frame["victim_device"].str.startswith("cpu: ").all()
+    assert (frame["victim_train_seconds"] == frame["victim_seconds"]).all() and (frame["victim_seconds"] > 0).all()
+    assert "Training cost (smallcnn)" in html and "1.00×" in html
 
 
 def test_latex_numbers_equal_the_results_table(real_run):

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from msbench.suite import SuiteError, check_data, load_suite, parse_suite
+from tests.conftest import data_root
 
 BASE = {"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"], "attacks": ["knockoff"]}}
 
@@ -97,3 +98,20 @@ def test_cli_missing_data_exits_2(tmp_path):
 def test_shipped_suites_validate():
     for path in sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.toml")):
         load_suite(path)
+
+
+def test_paper_mnist_suite_is_the_papers_setting():
+    """The reproduction suite: full splits, the seven defenses, InI in the paper's form, 3 seeds,
+    JBDA with the paper's 150 seeds and 6 rounds; its data files exist where the data folder does."""
+    suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "paper-mnist.toml")
+    assert suite.run.train_subset is None and suite.run.test_subset is None
+    assert suite.matrix.defenses == ["vanilla", "mad", "am", "edm", "ini", "ini+mad", "ini+am"]
+    assert len(suite.matrix.seeds) >= 3 and suite.matrix.label_modes == ["soft", "hard"]
+    ini = suite.defenses["ini"].config
+    assert ini.variant == "paper" and ini.pcgrad and ini.isolation and ini.induction and ini.grad_norm
+    jbda = suite.attacks["jbda"].config
+    assert (jbda.seeds, jbda.rounds, jbda.step, jbda.epochs_per_round) == (150, 6, 0.1, 10)
+    assert suite.role("mnist", "surrogate") == "emnist-letters"
+    root = data_root()
+    if root is not None and (root / "KMNIST").exists() and (root / "EMNIST-letters").exists():
+        check_data(suite, root)

@@ -22,6 +22,9 @@ conflicts and sums them; SGD with the suite's recipe takes the step.
 Settings the paper leaves open, and the choices made here:
 - beta, gamma_iso, gamma_ind: the paper gives no values (Algorithm 1 lists them as inputs); all
   default to 1.0.
+- ||grad L_ig|| is the L2 norm over all P of C's parameters (``grad_norm_form = "l2"``), so it
+  grows with the clone; ``"rms"`` divides it by sqrt(P) and ``"mean_abs"`` takes the mean absolute
+  entry (the official code's reduction). Measured sizes at ResNet-18: docs/methods.md.
 - The OOD forward of the paper form runs the victim in eval mode (``ood_train_mode`` unset): the
   induction terms then describe the outputs the deployed victim gives an attacker's queries, and
   BatchNorm statistics are estimated from in-distribution data only. The ID forward, shared by
@@ -58,6 +61,7 @@ from msbench.registry import register_defense
 from msbench.training import Optimiser, Shuffled, augment_batch, cycle_batches, train_loop
 
 Variant = Literal["paper", "official"]  # the paper's training step, or the authors' released one
+NormForm = Literal["l2", "rms", "mean_abs"]  # ||g||_2 (the paper), ||g||_2 / sqrt(P), mean |g_i| (the official code's reduction)
 
 
 # -- the objectives ---------------------------------------------------------------------------
@@ -110,6 +114,15 @@ def isolation_loss(victim_logits: torch.Tensor, clone_logits: torch.Tensor, labe
     return F.cosine_similarity(attack_grad, true_grad, dim=0)
 
 
+def reduce_norm(gradient: torch.Tensor, form: NormForm) -> torch.Tensor:
+    """The size of a flat gradient: its L2 norm, the L2 norm over sqrt(P) (the root mean square
+    entry, independent of the clone's size), or its mean absolute entry."""
+    if form == "mean_abs":
+        return gradient.abs().mean()
+    norm = gradient.norm()
+    return norm / gradient.numel() ** 0.5 if form == "rms" else norm
+
+
 @contextmanager
 def training_mode(module: nn.Module, train: bool) -> Iterator[None]:
     was = module.training
@@ -143,6 +156,7 @@ class InI(TrainingDefense):
         induction: bool = True  # induction=false is "L_iso only"
         grad_norm: bool = True  # grad_norm=false is "w/o grad L_ig"
         pcgrad: bool = True  # false: plain sum of the objectives (Eq. 9)
+        grad_norm_form: NormForm = "l2"  # paper form: how ||grad_{theta_C} L_ig|| reduces the clone's P gradient entries
         ood_train_mode: bool | None = None  # victim mode for the OOD forward; unset: eval (paper), train (official)
         official_ood_weight: float = 0.3  # official: L1 between centred log q_V and C's logits on OOD data
         official_grad_norm_weight: float = 1000.0  # official: mean |grad_C KL(p_C || q_V)| on OOD data
@@ -192,7 +206,8 @@ class InI(TrainingDefense):
             gain = information_gain(ood_logits, clone_ood)
             out["information_gain"] = cfg.gamma_ind * gain
             if with_norm:
-                out["grad_norm"] = cfg.gamma_ind * cfg.beta * clone_gradient(gain, params, create_graph=True).norm()
+                out["grad_norm"] = cfg.gamma_ind * cfg.beta * reduce_norm(clone_gradient(gain, params, create_graph=True),
+                                                                          cfg.grad_norm_form)
         return out
 
     def _official_objectives(self, victim: nn.Module, clone: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -163,6 +163,8 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
                      ("Benign accuracy", "Paper Table 1.", sections["benign"]),
                      ("Clone accuracy and relative performance", "Paper Tables 2 and 3, one table per attack.", sections["attacks"]),
                      ("Inference time", "Paper Table 4 (from timing.csv).", sections["timing"]),
+                     ("Training cost", "Paper Table B.1: victim training time relative to Vanilla on the same device.",
+                      sections["cost"]),
                      ("Further defenses", "Paper Table 5 style: defenses beyond the paper's, e.g. InI ablations.", sections["others"])],
         "figures": [{**f, "data": base64.b64encode(f["png"]).decode("ascii")} for f in figures],
         "skipped": skipped,

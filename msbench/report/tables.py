@@ -1,6 +1,6 @@
 """The report's tables, built once from the run tables and rendered twice (LaTeX and HTML): the
 worst-case verdict, benign accuracy (paper Table 1), clone accuracy per attack (Tables 2/3),
-inference time (Table 4) and further defenses (Table 5 style). Cells and formats: ``cell``."""
+inference time (Table 4), training cost (Table B.1, ``training_cost``) and further defenses (Table 5 style). Cells and formats: ``cell``."""
 from __future__ import annotations
 
 import pandas as pd
@@ -13,6 +13,7 @@ from msbench.report.labels import (attack_label, dataset_label, defense_label, i
                                    is_paper_defense, is_reference, mode_label, order_attacks, order_defenses)
 from msbench.report.runs import RunTables
 from msbench.report.stats import benign_summary, summarise
+from msbench.report.training_cost import training_cost_tables
 
 
 def benign_tables(tables: RunTables, ctx: Context) -> list[Table]:
@@ -227,4 +228,5 @@ def all_tables(tables: RunTables) -> dict[str, list[Table]]:
     """Every table of the report by section: the worst-case verdict first, then the paper's order."""
     ctx = Context(tables)
     return {"worst": worst_case_tables(tables, ctx), "benign": benign_tables(tables, ctx),
-            "attacks": attack_tables(tables, ctx), "timing": timing_tables(tables), "others": other_defense_tables(tables, ctx)}
+            "attacks": attack_tables(tables, ctx), "timing": timing_tables(tables),
+            "cost": training_cost_tables(tables), "others": other_defense_tables(tables, ctx)}
