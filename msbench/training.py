@@ -235,7 +235,7 @@ def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, recipe: R
     attack; integer labels use the ordinary cross-entropy.
     """
     generator = torch.Generator().manual_seed(seed)
-    model.to(device).train()
+    model.to(device)  # train_loop sets the modes
     optimiser = Optimiser.sgd(model.parameters(), recipe, desc)
     soft = targets.dim() == 2
 

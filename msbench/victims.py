@@ -132,9 +132,7 @@ class VictimCache:
         answers = []
         for value in (grid[0], grid[-1]):
             defense.tune(module, value)
-            for part in module.modules():  # a stochastic defense draws the same noise both times
-                if callable(getattr(part, "restart_randomness", None)):
-                    part.restart_randomness()
+            restart_randomness(module)  # a stochastic defense draws the same noise both times
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 answers.append(module(x))

@@ -44,7 +44,7 @@ def train_with_outliers(model: nn.Module, data: ImageData, targets: torch.Tensor
     """
     device = ctx.device
     generator = torch.Generator().manual_seed(ctx.seed_for(stream))
-    model.to(device).train()
+    model.to(device)  # train_loop sets the modes
     optimiser = Optimiser.sgd(model.parameters(), recipe, desc)
     outlier_batches = cycle_batches(len(outliers), outlier_batch or recipe.batch_size, generator)
 

@@ -235,7 +235,7 @@ class EDM(TrainingDefense):
 
     def fit_members(self, victim: EDMVictim, train: ImageData, ood: ImageData, ctx: VictimContext) -> None:
         recipe = ctx.recipe
-        victim.members.to(ctx.device).train()
+        victim.members.to(ctx.device)  # train_loop sets the modes
         generator = torch.Generator().manual_seed(ctx.seed_for("edm.members.train"))
         optimiser = Optimiser.sgd(list(chain.from_iterable(m.parameters() for m in victim.members)), recipe, "edm")
         ood_batches = cycle_batches(len(ood), recipe.batch_size, generator)

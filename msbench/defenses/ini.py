@@ -270,7 +270,7 @@ class InI(TrainingDefense):
 
     # -- training ---------------------------------------------------------------------------
     def fit(self, victim: nn.Module, ctx: VictimContext) -> None:
-        model = victim.model.to(ctx.device).train()
+        model = victim.model.to(ctx.device)  # train_loop sets the modes
         clone = ctx.new_model("ini.surrogate").to(ctx.device).eval()  # fixed surrogate C, initialised independently of V
         ood = ctx.role("ood")
         recipe = ctx.recipe
