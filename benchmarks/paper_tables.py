@@ -1,0 +1,203 @@
+"""The InI paper's MNIST and FashionMNIST numbers beside a run's, as the markdown of docs/reproduction.md.
+
+    python benchmarks/paper_tables.py reports/paper-mnist/results.csv > tables.md
+
+Every msbench number in docs/reproduction.md is printed by this script from the committed
+``results.csv`` (tests/test_reproduction_doc.py checks that the doc still contains exactly these
+tables), so the doc cannot drift from the run it describes. The paper's numbers are transcribed
+from its Tables 1-3 and B.1 (``../shared/reference/ini-paper.md``); clone accuracies are in %, and
+the relative performance (clone / benign accuracy) is in parentheses, as in the paper.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+DATASETS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
+DEFENSES = {"vanilla": "Vanilla", "mad": "MAD", "am": "AM", "edm": "EDM", "ini": "InI", "ini+mad": "InI + MAD",
+            "ini+am": "InI + AM"}
+ATTACKS = {"knockoff": "KnockoffNets", "jbda": "JBDA", "knockoff-avg": "KnockoffNets averaged"}
+MODES = ("soft", "hard")
+
+# Table 1: benign accuracy (%); the paper gives none for the two integrations.
+PAPER_BENIGN = {
+    "mnist": {"vanilla": 99.46, "mad": 99.46, "am": 99.41, "edm": 99.43, "ini": 99.40},
+    "fashionmnist": {"vanilla": 93.89, "mad": 93.87, "am": 93.67, "edm": 93.70, "ini": 93.36},
+}
+# Tables 2 (KnockoffNets) and 3 (JBDA): clone accuracy (%), (soft, hard).
+PAPER_CLONE = {
+    "knockoff": {
+        "mnist": {"vanilla": (99.39, 98.84), "mad": (99.31, 99.05), "am": (98.58, 97.14), "edm": (98.90, 97.44),
+                  "ini": (89.02, 95.90), "ini+mad": (88.09, 92.50), "ini+am": (88.22, 94.12)},
+        "fashionmnist": {"vanilla": (71.58, 57.95), "mad": (68.84, 44.61), "am": (20.77, 14.23), "edm": (21.42, 15.90),
+                         "ini": (20.12, 10.82), "ini+mad": (20.18, 10.77), "ini+am": (15.01, 10.27)},
+    },
+    "jbda": {
+        "mnist": {"vanilla": (73.00, 72.77), "mad": (61.69, 72.81), "am": (81.23, 73.17), "edm": (79.34, 78.72),
+                  "ini": (57.94, 66.19), "ini+mad": (55.99, 66.09), "ini+am": (56.42, 62.35)},
+        "fashionmnist": {"vanilla": (71.09, 67.80), "mad": (57.70, 66.46), "am": (67.73, 66.28), "edm": (70.08, 68.86),
+                         "ini": (70.81, 64.99), "ini+mad": (65.63, 64.61), "ini+am": (68.14, 63.72)},
+    },
+}
+# Table B.1: 10 training epochs on CIFAR-10, relative to Vanilla.
+PAPER_TRAINING_COST = {"vanilla": 1.00, "am": 3.54, "edm": 8.69, "ini": 12.15}
+
+
+def load(path: Path) -> pd.DataFrame:
+    """The matrix cells of a results.csv (no sweep cells); a cell that did not finish is kept as NaN."""
+    frame = pd.read_csv(path)
+    frame = frame[frame["setting"].isna()].copy()
+    ok = frame["status"] == "ok"
+    for column in ("benign_acc", "clone_acc", "relative_perf"):  # accuracies in %, as results.csv and the paper give them
+        frame[column] = frame[column].where(ok)
+    return frame
+
+
+def _mean(frame: pd.DataFrame, column: str) -> float:
+    values = frame[column].dropna()
+    return float(values.mean()) if len(values) else math.nan
+
+
+def _acc(value: float, relative: float | None = None) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.2f}" if relative is None else f"{value:.2f} ({relative:.2f}×)"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def seeds_note(frame: pd.DataFrame) -> str:
+    seeds = sorted(int(s) for s in frame["seed"].dropna().unique())
+    return f"msbench: mean over seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def benign_table(frame: pd.DataFrame) -> str:
+    """Table 1: benign accuracy of each defense, paper and msbench, with msbench's gap to Vanilla."""
+    header = ["Defense"] + [f"{DATASETS[d]} {who}" for d in DATASETS for who in ("paper", "msbench", "msbench − Vanilla")]
+    rows = []
+    for defense, label in DEFENSES.items():
+        row = [label]
+        for dataset in DATASETS:
+            mine = _mean(frame[(frame["dataset"] == dataset) & (frame["defense"] == defense)], "benign_acc")
+            base = _mean(frame[(frame["dataset"] == dataset) & (frame["defense"] == "vanilla")], "benign_acc")
+            paper = PAPER_BENIGN[dataset].get(defense)
+            row += [_acc(paper) if paper is not None else "—", _acc(mine), f"{mine - base:+.2f}"]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def clone_table(frame: pd.DataFrame, attack: str) -> str:
+    """Tables 2 and 3: clone accuracy (relative performance) per defense, dataset and label mode."""
+    header = ["Defense"] + [f"{DATASETS[d]} {mode} {who}" for d in DATASETS for mode in MODES for who in ("paper", "msbench")]
+    rows = []
+    for defense, label in DEFENSES.items():
+        row = [label]
+        for dataset in DATASETS:
+            for k, mode in enumerate(MODES):
+                paper = PAPER_CLONE[attack][dataset][defense][k]
+                cells = frame[(frame["dataset"] == dataset) & (frame["defense"] == defense) & (frame["attack"] == attack)
+                              & (frame["label_mode"] == mode)]
+                row += [_acc(paper, paper / PAPER_BENIGN[dataset]["vanilla"] if defense not in PAPER_BENIGN[dataset]
+                             else paper / PAPER_BENIGN[dataset][defense]),
+                        _acc(_mean(cells, "clone_acc"), _mean(cells, "relative_perf"))]
+        rows.append(row)
+    return _table(header, rows)
+
+
+def ranking(scores: dict[str, float]) -> str:
+    """Defenses from the strongest (lowest clone accuracy) to the weakest."""
+    ordered = sorted((v, DEFENSES[d]) for d, v in scores.items() if not math.isnan(v))
+    return " < ".join(f"{label} {value:.2f}" for value, label in ordered)
+
+
+def rankings(frame: pd.DataFrame) -> str:
+    """Per attack, dataset and label mode: the paper's ranking and msbench's."""
+    lines = []
+    for attack in PAPER_CLONE:
+        for dataset in DATASETS:
+            for k, mode in enumerate(MODES):
+                paper = {d: v[k] for d, v in PAPER_CLONE[attack][dataset].items()}
+                mine = {d: _mean(frame[(frame["dataset"] == dataset) & (frame["defense"] == d) & (frame["attack"] == attack)
+                                       & (frame["label_mode"] == mode)], "clone_acc") for d in DEFENSES}
+                lines += [f"- {ATTACKS[attack]}, {DATASETS[dataset]}, {mode} labels:",
+                          f"  - paper: {ranking(paper)}", f"  - msbench: {ranking(mine)}"]
+    return "\n".join(lines)
+
+
+def worst_case(frame: pd.DataFrame) -> tuple[str, str]:
+    """The clone accuracy of the strongest attack of the run against each defense (the verdict),
+    with the attack that reached it, and the ranking it gives per dataset and label mode."""
+    attacks = [a for a in ATTACKS if a in set(frame["attack"])]
+    header = ["Defense"] + [f"{DATASETS[d]} {mode}" for d in DATASETS for mode in MODES]
+    rows, scores = [], {}
+    for defense, label in DEFENSES.items():
+        row = [label]
+        for dataset in DATASETS:
+            for mode in MODES:
+                per_attack = {a: _mean(frame[(frame["dataset"] == dataset) & (frame["defense"] == defense)
+                                             & (frame["attack"] == a) & (frame["label_mode"] == mode)], "clone_acc")
+                              for a in attacks}
+                missing = [a for a, v in per_attack.items() if math.isnan(v)]
+                if missing:  # a verdict over part of the battery would flatter the defense
+                    row.append(f"incomplete ({', '.join(missing)})")
+                    scores[(dataset, mode, defense)] = math.nan
+                    continue
+                best = max(per_attack, key=per_attack.get)
+                row.append(f"{per_attack[best]:.2f} ({ATTACKS[best]})")
+                scores[(dataset, mode, defense)] = per_attack[best]
+        rows.append(row)
+    lines = []
+    for dataset in DATASETS:
+        for mode in MODES:
+            mine = {d: scores[(dataset, mode, d)] for d in DEFENSES}
+            lines.append(f"- {DATASETS[dataset]}, {mode} labels: {ranking(mine)}")
+    return _table(header, rows), "\n".join(lines)
+
+
+def training_cost(frame: pd.DataFrame) -> str:
+    """Table B.1: each victim's training seconds (its whole chain) relative to Vanilla's, per dataset."""
+    ok = frame.dropna(subset=["benign_acc"]).drop_duplicates(["dataset", "defense", "seed"])
+    header = ["Defense", "paper (CIFAR-10, ResNet-18)"] + [f"msbench {DATASETS[d]}" for d in DATASETS]
+    rows = []
+    for defense, label in DEFENSES.items():
+        row = [label, f"{PAPER_TRAINING_COST[defense]:.2f}×" if defense in PAPER_TRAINING_COST else "—"]
+        for dataset in DATASETS:
+            mine = ok[(ok["dataset"] == dataset) & (ok["defense"] == defense)]["victim_seconds"].mean()
+            base = ok[(ok["dataset"] == dataset) & (ok["defense"] == "vanilla")]["victim_seconds"].mean()
+            row.append("n/a" if math.isnan(mine) else f"{mine / base:.2f}× ({mine:.0f} s)")
+        rows.append(row)
+    devices = sorted(set(ok["victim_device"].dropna()) | set(ok["device_model"].dropna()))
+    return _table(header, rows) + f"\n\nmsbench's victims trained on: {', '.join(devices) or 'not recorded'}."
+
+
+def render(path: Path) -> str:
+    """The doc's generated sections, in order, each under a heading the doc keeps."""
+    frame = load(path)
+    worst, worst_rankings = worst_case(frame)
+    sections = [
+        ("Table 1: benign accuracy (%)", benign_table(frame)),
+        ("Table 2: KnockoffNets, clone accuracy (%) and relative performance", clone_table(frame, "knockoff")),
+        ("Table 3: JBDA, clone accuracy (%) and relative performance", clone_table(frame, "jbda")),
+        ("Rankings (clone accuracy, strongest defense first)", rankings(frame)),
+        ("Worst case over the run's attacks (clone accuracy, %)", worst),
+        ("Rankings by the worst case", worst_rankings),
+        ("Table B.1: training cost relative to Vanilla", training_cost(frame)),
+    ]
+    return f"{seeds_note(frame)}.\n\n" + "\n\n".join(f"#### {title}\n\n{body}" for title, body in sections) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path, help="a run's results.csv")
+    sys.stdout.write(render(parser.parse_args().results))
+
+
+if __name__ == "__main__":
+    main()
