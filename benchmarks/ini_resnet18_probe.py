@@ -26,7 +26,7 @@ from msbench.data import default_data_root, load_split
 from msbench.defenses.ini import InI
 from msbench.models import build_model
 from msbench.registry import DATASETS
-from msbench.training import Optimiser, Recipe
+from msbench.training import Optimiser, Recipe, accuracy, predict_labels
 
 SETTINGS: dict[str, dict[str, object] | None] = {
     "vanilla": None,  # plain cross-entropy steps
@@ -40,19 +40,10 @@ SETTINGS: dict[str, dict[str, object] | None] = {
 }
 
 
-def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    model.eval()
-    with torch.no_grad():
-        correct = sum((model(images[i:i + 250]).argmax(1) == labels[i:i + 250]).sum().item()
-                      for i in range(0, len(images), 250))
-    return 100.0 * correct / len(images)
-
-
 def probe(setting: str, steps: int, every: int, root: Path) -> None:
     mnist, fashion = DATASETS.get("mnist"), DATASETS.get("fashionmnist")
     train, test = load_split(mnist, root, "train"), load_split(mnist, root, "test").subset(1000, seed=0)
     ood = load_split(fashion, root, "test", shape=mnist.shape)
-    test_x, test_y = test.images.float() / 255, test.labels
 
     def model(seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)
@@ -80,7 +71,8 @@ def probe(setting: str, steps: int, every: int, root: Path) -> None:
             x_ood = ood.images[ood_order[(step - 1) * 32: step * 32]].float() / 255
             benign = defense.step(victim, clone, optimiser, x, y, x_ood, generator)["benign"]
         if step % every == 0 or step == steps:
-            print(f"{setting:>15}  step {step:4d}  L_ben {benign:8.3f}  test acc {accuracy(victim, test_x, test_y):5.1f}%"
+            victim.eval()
+            print(f"{setting:>15}  step {step:4d}  L_ben {benign:8.3f}  test acc {accuracy(predict_labels(victim, test.images), test.labels):5.1f}%"
                   f"  ({time.perf_counter() - start:.0f} s)", flush=True)
 
 

@@ -3,7 +3,7 @@
     python benchmarks/paper_tables.py reports/paper-mnist/results.csv > tables.md
 
 Every msbench number in docs/reproduction.md is printed by this script from the committed
-``results.csv`` (tests/test_reproduction_doc.py checks that the doc still contains exactly these
+``results.csv`` (tests/test_paper_tables.py checks that the doc still contains exactly these
 tables), so the doc cannot drift from the run it describes. The paper's numbers are transcribed
 from its Tables 1-3 and B.1 (``../shared/reference/ini-paper.md``); clone accuracies are in %, and
 the relative performance (clone / benign accuracy) is in parentheses, as in the paper.
@@ -13,9 +13,14 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from msbench.report.load import load_results
+from msbench.report.stats import benign_summary, summarise
+from msbench.report.training_cost import cost_cell, victim_costs
 
 DATASETS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
 DEFENSES = {"vanilla": "Vanilla", "mad": "MAD", "am": "AM", "edm": "EDM", "ini": "InI", "ini+mad": "InI + MAD",
@@ -47,23 +52,39 @@ PAPER_CLONE = {
 PAPER_TRAINING_COST = {"vanilla": 1.00, "am": 3.54, "edm": 8.69, "ini": 12.15}
 
 
-def load(path: Path) -> pd.DataFrame:
-    """The matrix cells of a results.csv (no sweep cells); a cell that did not finish is kept as NaN."""
-    frame = pd.read_csv(path)
-    frame = frame[frame["setting"].isna()].copy()
-    ok = frame["status"] == "ok"
-    for column in ("benign_acc", "clone_acc", "relative_perf"):  # accuracies in %, as results.csv and the paper give them
-        frame[column] = frame[column].where(ok)
-    return frame
+@dataclass(frozen=True)
+class Run:
+    """A run's matrix cells (no sweep cells), summarised once by the report's own functions: the mean
+    over finished seeds per experiment (NaN where none finished), benign accuracy per victim, and the
+    training seconds per victim."""
+
+    results: pd.DataFrame
+    experiments: pd.DataFrame  # msbench.report.stats.summarise, indexed by (dataset, defense, attack, label_mode)
+    benign: pd.Series  # benign_mean per (dataset, defense)
+
+    def clone(self, dataset: str, defense: str, attack: str, mode: str) -> tuple[float, float]:
+        """(clone accuracy, relative performance), NaN where no seed finished or the cell is not in the run."""
+        key = (dataset, defense, attack, mode)
+        if key not in self.experiments.index:
+            return math.nan, math.nan
+        row = self.experiments.loc[key]
+        return float(row["clone_mean"]), float(row["rel_mean"])
+
+    def benign_acc(self, dataset: str, defense: str) -> float:
+        return float(self.benign.get((dataset, defense), math.nan))
 
 
-def _mean(frame: pd.DataFrame, column: str) -> float:
-    values = frame[column].dropna()
-    return float(values.mean()) if len(values) else math.nan
+def load(path: Path) -> Run:
+    """The run whose results.csv is ``path`` (accuracies in %, as results.csv and the paper give them)."""
+    results = load_results(path.parent)
+    results = results[results["setting"].isna()]
+    experiments = summarise(results).set_index(["dataset", "defense", "attack", "label_mode"])
+    benign = benign_summary(results).set_index(["dataset", "defense"])["benign_mean"]
+    return Run(results, experiments, benign)
 
 
-def _acc(value: float, relative: float | None = None) -> str:
-    if math.isnan(value):
+def _acc(value: float | None, relative: float | None = None) -> str:
+    if value is None or math.isnan(value):
         return "n/a"
     return f"{value:.2f}" if relative is None else f"{value:.2f} ({relative:.2f}×)"
 
@@ -73,27 +94,32 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def seeds_note(frame: pd.DataFrame) -> str:
-    seeds = sorted(int(s) for s in frame["seed"].dropna().unique())
+def seeds_note(run: Run) -> str:
+    seeds = sorted(int(s) for s in run.results["seed"].dropna().unique())
     return f"msbench: mean over seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-def benign_table(frame: pd.DataFrame) -> str:
+def paper_benign(dataset: str, defense: str) -> float:
+    """The paper's benign accuracy of a defense's victim: an integration's victim is InI's (the paper
+    loads InI's parameters into MAD and AM), so its benign accuracy is InI's."""
+    return PAPER_BENIGN[dataset][defense.split("+")[0]]
+
+
+def benign_table(run: Run) -> str:
     """Table 1: benign accuracy of each defense, paper and msbench, with msbench's gap to Vanilla."""
     header = ["Defense"] + [f"{DATASETS[d]} {who}" for d in DATASETS for who in ("paper", "msbench", "msbench − Vanilla")]
     rows = []
     for defense, label in DEFENSES.items():
         row = [label]
         for dataset in DATASETS:
-            mine = _mean(frame[(frame["dataset"] == dataset) & (frame["defense"] == defense)], "benign_acc")
-            base = _mean(frame[(frame["dataset"] == dataset) & (frame["defense"] == "vanilla")], "benign_acc")
+            mine, base = run.benign_acc(dataset, defense), run.benign_acc(dataset, "vanilla")
             paper = PAPER_BENIGN[dataset].get(defense)
             row += [_acc(paper) if paper is not None else "—", _acc(mine), f"{mine - base:+.2f}"]
         rows.append(row)
     return _table(header, rows)
 
 
-def clone_table(frame: pd.DataFrame, attack: str) -> str:
+def clone_table(run: Run, attack: str) -> str:
     """Tables 2 and 3: clone accuracy (relative performance) per defense, dataset and label mode."""
     header = ["Defense"] + [f"{DATASETS[d]} {mode} {who}" for d in DATASETS for mode in MODES for who in ("paper", "msbench")]
     rows = []
@@ -102,11 +128,7 @@ def clone_table(frame: pd.DataFrame, attack: str) -> str:
         for dataset in DATASETS:
             for k, mode in enumerate(MODES):
                 paper = PAPER_CLONE[attack][dataset][defense][k]
-                cells = frame[(frame["dataset"] == dataset) & (frame["defense"] == defense) & (frame["attack"] == attack)
-                              & (frame["label_mode"] == mode)]
-                row += [_acc(paper, paper / PAPER_BENIGN[dataset]["vanilla"] if defense not in PAPER_BENIGN[dataset]
-                             else paper / PAPER_BENIGN[dataset][defense]),
-                        _acc(_mean(cells, "clone_acc"), _mean(cells, "relative_perf"))]
+                row += [_acc(paper, paper / paper_benign(dataset, defense)), _acc(*run.clone(dataset, defense, attack, mode))]
         rows.append(row)
     return _table(header, rows)
 
@@ -117,33 +139,31 @@ def ranking(scores: dict[str, float]) -> str:
     return " < ".join(f"{label} {value:.2f}" for value, label in ordered)
 
 
-def rankings(frame: pd.DataFrame) -> str:
+def rankings(run: Run) -> str:
     """Per attack, dataset and label mode: the paper's ranking and msbench's."""
     lines = []
     for attack in PAPER_CLONE:
         for dataset in DATASETS:
             for k, mode in enumerate(MODES):
                 paper = {d: v[k] for d, v in PAPER_CLONE[attack][dataset].items()}
-                mine = {d: _mean(frame[(frame["dataset"] == dataset) & (frame["defense"] == d) & (frame["attack"] == attack)
-                                       & (frame["label_mode"] == mode)], "clone_acc") for d in DEFENSES}
+                mine = {d: run.clone(dataset, d, attack, mode)[0] for d in DEFENSES}
                 lines += [f"- {ATTACKS[attack]}, {DATASETS[dataset]}, {mode} labels:",
                           f"  - paper: {ranking(paper)}", f"  - msbench: {ranking(mine)}"]
     return "\n".join(lines)
 
 
-def worst_case(frame: pd.DataFrame) -> tuple[str, str]:
-    """The clone accuracy of the strongest attack of the run against each defense (the verdict),
+def worst_case(run: Run) -> tuple[str, str]:
+    """The clone accuracy of the strongest attack of the run against each defense, per label mode
+    (the paper ranks soft and hard labels apart; the report's verdict takes the worst over both),
     with the attack that reached it, and the ranking it gives per dataset and label mode."""
-    attacks = [a for a in ATTACKS if a in set(frame["attack"])]
+    attacks = [a for a in ATTACKS if a in set(run.results["attack"])]
     header = ["Defense"] + [f"{DATASETS[d]} {mode}" for d in DATASETS for mode in MODES]
     rows, scores = [], {}
     for defense, label in DEFENSES.items():
         row = [label]
         for dataset in DATASETS:
             for mode in MODES:
-                per_attack = {a: _mean(frame[(frame["dataset"] == dataset) & (frame["defense"] == defense)
-                                             & (frame["attack"] == a) & (frame["label_mode"] == mode)], "clone_acc")
-                              for a in attacks}
+                per_attack = {a: run.clone(dataset, defense, a, mode)[0] for a in attacks}
                 missing = [a for a, v in per_attack.items() if math.isnan(v)]
                 if missing:  # a verdict over part of the battery would flatter the defense
                     row.append(f"incomplete ({', '.join(missing)})")
@@ -161,36 +181,36 @@ def worst_case(frame: pd.DataFrame) -> tuple[str, str]:
     return _table(header, rows), "\n".join(lines)
 
 
-def training_cost(frame: pd.DataFrame) -> str:
-    """Table B.1: each victim's training seconds (its whole chain) relative to Vanilla's, per dataset."""
-    ok = frame.dropna(subset=["benign_acc"]).drop_duplicates(["dataset", "defense", "seed"])
-    header = ["Defense", "paper (CIFAR-10, ResNet-18)"] + [f"msbench {DATASETS[d]}" for d in DATASETS]
+def training_cost(run: Run) -> str:
+    """Table B.1: each victim's training seconds (its whole chain) relative to Vanilla's on the same
+    dataset, architecture and device, as the report's training-cost table computes it."""
+    costs = victim_costs(run.results)
+    columns = list(costs[["dataset", "arch", "victim_device"]].drop_duplicates().itertuples(index=False, name=None))
+    columns = sorted(columns, key=lambda c: list(DATASETS).index(c[0]) if c[0] in DATASETS else len(DATASETS))
+    header = ["Defense", "paper (CIFAR-10, ResNet-18)"] + [f"msbench {DATASETS.get(d, d)}, {a}" for d, a, _ in columns]
     rows = []
     for defense, label in DEFENSES.items():
         row = [label, f"{PAPER_TRAINING_COST[defense]:.2f}×" if defense in PAPER_TRAINING_COST else "—"]
-        for dataset in DATASETS:
-            mine = ok[(ok["dataset"] == dataset) & (ok["defense"] == defense)]["victim_seconds"].mean()
-            base = ok[(ok["dataset"] == dataset) & (ok["defense"] == "vanilla")]["victim_seconds"].mean()
-            row.append("n/a" if math.isnan(mine) else f"{mine / base:.2f}× ({mine:.0f} s)")
+        row += [cost_cell(costs, defense, "vanilla", d, a, device).text or "n/a" for d, a, device in columns]
         rows.append(row)
-    devices = sorted(set(ok["victim_device"].dropna()) | set(ok["device_model"].dropna()))
+    devices = sorted({device for _, _, device in columns} | set(run.results["device_model"].dropna()))
     return _table(header, rows) + f"\n\nmsbench's victims trained on: {', '.join(devices) or 'not recorded'}."
 
 
 def render(path: Path) -> str:
     """The doc's generated sections, in order, each under a heading the doc keeps."""
-    frame = load(path)
-    worst, worst_rankings = worst_case(frame)
+    run = load(path)
+    worst, worst_rankings = worst_case(run)
     sections = [
-        ("Table 1: benign accuracy (%)", benign_table(frame)),
-        ("Table 2: KnockoffNets, clone accuracy (%) and relative performance", clone_table(frame, "knockoff")),
-        ("Table 3: JBDA, clone accuracy (%) and relative performance", clone_table(frame, "jbda")),
-        ("Rankings (clone accuracy, strongest defense first)", rankings(frame)),
+        ("Table 1: benign accuracy (%)", benign_table(run)),
+        ("Table 2: KnockoffNets, clone accuracy (%) and relative performance", clone_table(run, "knockoff")),
+        ("Table 3: JBDA, clone accuracy (%) and relative performance", clone_table(run, "jbda")),
+        ("Rankings (clone accuracy, strongest defense first)", rankings(run)),
         ("Worst case over the run's attacks (clone accuracy, %)", worst),
         ("Rankings by the worst case", worst_rankings),
-        ("Table B.1: training cost relative to Vanilla", training_cost(frame)),
+        ("Table B.1: training cost relative to Vanilla", training_cost(run)),
     ]
-    return f"{seeds_note(frame)}.\n\n" + "\n\n".join(f"#### {title}\n\n{body}" for title, body in sections) + "\n"
+    return f"{seeds_note(run)}.\n\n" + "\n\n".join(f"#### {title}\n\n{body}" for title, body in sections) + "\n"
 
 
 def main() -> None:
