@@ -37,6 +37,39 @@ A section class may define ``validate(self, suite)``, raising SuiteError, to che
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; raises SuiteError on the first problem found."""
     path = Path(path)
+    return parse_suite(_read_extended(path, ()), str(path), path)
+
+
+def _read_extended(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
+    """A suite file's TOML with its ``extends`` chain applied: the base file (a path relative to
+    this one) is read first and this file's tables are merged into it key by key, so a variant of
+    a suite (more seeds of two defenses, say) states only what differs and cannot drift from it."""
+    raw = _read_toml(path)
+    file = str(path)
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str) or not base_name:
+        raise SuiteError(file, "extends", f"expected the path of a suite TOML file, got {base_name!r}")
+    if "name" not in raw:
+        raise SuiteError(file, "name", "missing: a suite that extends another names itself (its run and report folders)")
+    base = (path.parent / base_name).resolve()
+    if base in children or base == path.resolve():
+        raise SuiteError(file, "extends", f"'{base_name}' extends this file again (a cycle)")
+    if not base.is_file():
+        raise SuiteError(file, "extends", f"no such suite file '{base_name}' (relative to {path.parent})")
+    return _merged(_read_extended(base, (*children, path.resolve())), raw)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s keys: tables merge recursively, any other value replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     file = str(path)
     if path.is_dir():
         raise SuiteError(file, "", "is a folder; expected a suite TOML file")
@@ -54,7 +87,7 @@ def load_suite(path: str | Path) -> Suite:
         raise SuiteError(file, "", f"not valid TOML ({bad})") from None
     if not raw:
         raise SuiteError(file, "", "empty file; expected a suite in TOML with at least a [matrix] table")
-    return parse_suite(raw, file, path)
+    return raw
 
 
 def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = None) -> Suite:

@@ -118,3 +118,51 @@ def test_paper_mnist_suite_is_the_papers_setting():
     root = data_root()
     if root is not None and (root / "KMNIST").exists() and (root / "EMNIST-letters").exists():
         check_data(suite, root)
+
+
+def test_seeds_suite_is_the_paper_suite_with_more_seeds_of_vanilla_and_ini():
+    """``extends``: the seed-spread suite differs from paper-mnist only in its matrix's defenses
+    and seeds, so its seed 0 would be paper-mnist's cells exactly (same cell keys)."""
+    from msbench.cells import Cell, cell_key
+    suites = Path(__file__).resolve().parents[1] / "suites"
+    base, seeds = load_suite(suites / "paper-mnist.toml"), load_suite(suites / "paper-mnist-seeds.toml")
+    assert seeds.name == "paper-mnist-seeds" and seeds.matrix.defenses == ["vanilla", "ini"] and seeds.matrix.seeds == [1, 2]
+    assert seeds.matrix.attacks == base.matrix.attacks and seeds.defenses["ini"].config == base.defenses["ini"].config
+    for cell in (Cell("fashionmnist", "smallcnn", "ini", "jbda", "hard", 1), Cell("mnist", "smallcnn", "vanilla", "knockoff", "soft", 2)):
+        assert cell_key(seeds, cell) == cell_key(base, cell)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_extends_merges_tables_and_replaces_values(tmp_path):
+    write(tmp_path / "base.toml", 'name = "base"\n[matrix]\ndatasets = ["mnist"]\narchs = ["smallcnn"]\n'
+          'defenses = ["vanilla", "mad"]\nattacks = ["knockoff"]\nseeds = [0]\n[victim]\nepochs = 3\nlr = 0.05\n')
+    child = write(tmp_path / "child.toml", 'extends = "base.toml"\nname = "child"\n[matrix]\nseeds = [1, 2]\n[victim]\nepochs = 4\n')
+    suite = load_suite(child)
+    assert suite.name == "child" and suite.matrix.seeds == [1, 2] and suite.matrix.defenses == ["vanilla", "mad"]
+    assert suite.victim.epochs == 4 and suite.victim.lr == 0.05
+
+
+@pytest.mark.parametrize("child, expected", [
+    ('extends = "missing.toml"\nname = "c"\n', "no such suite file 'missing.toml'"),
+    ('extends = "child.toml"\nname = "c"\n', "a cycle"),
+    ('extends = 3\nname = "c"\n', "expected the path of a suite TOML file"),
+    ('extends = "base.toml"\n', "names itself"),
+])
+def test_bad_extends_is_one_line_naming_file_and_key(tmp_path, child, expected):
+    write(tmp_path / "base.toml", 'name = "base"\n[matrix]\ndatasets = ["mnist"]\narchs = ["smallcnn"]\ndefenses = ["vanilla"]\nattacks = ["knockoff"]\n')
+    path = write(tmp_path / "child.toml", child)
+    with pytest.raises(SuiteError) as error:
+        load_suite(path)
+    message = str(error.value)
+    assert str(path) in message and expected in message and "\n" not in message
+
+
+def test_extends_cycle_through_two_files_is_refused(tmp_path):
+    write(tmp_path / "a.toml", 'extends = "b.toml"\nname = "a"\n')
+    write(tmp_path / "b.toml", 'extends = "a.toml"\nname = "b"\n')
+    with pytest.raises(SuiteError, match="a cycle"):
+        load_suite(tmp_path / "a.toml")
