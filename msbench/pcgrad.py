@@ -73,13 +73,17 @@ def pcgrad(grads: Sequence[torch.Tensor], generator: torch.Generator | None = No
     _check(grads, orders, merge)
     orders = orders if orders is not None else draw_orders(len(grads), generator, self_projection)
     stacked = torch.stack(list(grads))
-    gram = (stacked @ stacked.T).double().cpu()  # one device sync for all the dot products
+    # float64 products, one device sync for all of them: in float32 the squared norm of a tiny
+    # gradient (entries ~1e-23, as a weighted-down objective gives) underflows to 0 while its dot
+    # with a larger one does not, and the projection would divide by zero
+    wide = stacked.double()
+    gram = (wide @ wide.T).cpu()
     count = len(grads)
     coefficients = torch.eye(count, dtype=torch.float64)
     for i in range(count):
         for j in orders[i]:
             dot = float(coefficients[i] @ gram[:, j])
-            if dot < 0:
+            if dot < 0 and gram[j, j] > 0:
                 coefficients[i, j] -= dot / float(gram[j, j])
     weights = coefficients.to(device=stacked.device, dtype=stacked.dtype)
     if merge == "sum":  # no (K, P) intermediate
@@ -93,12 +97,12 @@ def pcgrad_reference(grads: Sequence[torch.Tensor], generator: torch.Generator |
     """PCGrad exactly as the algorithm reads, one vector projection at a time (the test oracle)."""
     _check(grads, orders, merge)
     orders = orders if orders is not None else draw_orders(len(grads), generator, self_projection)
-    projected = []
-    for i, g in enumerate(grads):
+    projected, wide = [], [g.double() for g in grads]  # float64, as pcgrad: a tiny gradient's norm must not underflow
+    for i, g in enumerate(wide):
         g_pc = g.clone()
         for j in orders[i]:
-            dot = torch.dot(g_pc, grads[j])
+            dot = torch.dot(g_pc, wide[j])
             if dot < 0:
-                g_pc = g_pc - dot / grads[j].norm() ** 2 * grads[j]
-        projected.append(g_pc)
+                g_pc = g_pc - dot / wide[j].norm() ** 2 * wide[j]
+        projected.append(g_pc.to(grads[i].dtype))
     return _merge(torch.stack(projected), merge, reached)

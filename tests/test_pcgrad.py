@@ -21,6 +21,16 @@ def test_two_conflicting_gradients_lose_their_conflicting_components(fn):
 
 
 @pytest.mark.parametrize("fn", IMPLEMENTATIONS)
+def test_projection_against_a_tiny_gradient_is_scale_free_and_finite(fn):
+    """A weighted-down objective's gradient may have entries near 1e-24, whose squared norm is 0 in
+    float32: projecting g1 off it must still give (0.5, 0.5), as off (-1, 1), not a division by zero."""
+    g1, tiny = torch.tensor([1.0, 0.0]), torch.tensor([-1e-24, 1e-24])
+    merged = fn([g1, tiny], torch.Generator().manual_seed(0))
+    assert torch.isfinite(merged).all()
+    torch.testing.assert_close(merged, torch.tensor([0.5, 0.5]) + torch.tensor([0.0, 1e-24]))
+
+
+@pytest.mark.parametrize("fn", IMPLEMENTATIONS)
 def test_non_conflicting_gradients_are_summed_unchanged(fn):
     torch.manual_seed(1)
     base = torch.randn(50)
