@@ -166,3 +166,12 @@ def test_extends_cycle_through_two_files_is_refused(tmp_path):
     write(tmp_path / "b.toml", 'extends = "a.toml"\nname = "b"\n')
     with pytest.raises(SuiteError, match="a cycle"):
         load_suite(tmp_path / "a.toml")
+
+
+def test_full_suite_runs_ini_in_the_form_that_trains_at_resnet18_size():
+    """docs/methods.md, "InI at ResNet-18 size": the paper form's norm term swamps the benign
+    gradient there; full.toml normalises it by sqrt(P) and runs the OOD forward in training mode."""
+    suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / "full.toml")
+    ini = suite.defenses["ini"].config
+    assert suite.matrix.archs == ["resnet18"] and ini.variant == "paper" and ini.pcgrad
+    assert (ini.grad_norm_form, ini.ood_train_mode, ini.beta) == ("rms", True, 1.0)
