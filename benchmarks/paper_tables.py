@@ -1,6 +1,7 @@
 """The InI paper's MNIST and FashionMNIST numbers beside a run's, as the markdown of docs/reproduction.md.
 
     python benchmarks/paper_tables.py reports/paper-mnist/results.csv > tables.md
+    python benchmarks/paper_tables.py reports/paper-mnist/results.csv --seeds reports/paper-mnist-seeds/results.csv
 
 Every msbench number in docs/reproduction.md is printed by this script from the committed
 ``results.csv`` (tests/test_paper_tables.py checks that the doc still contains exactly these
@@ -74,10 +75,15 @@ class Run:
         return float(self.benign.get((dataset, defense), math.nan))
 
 
-def load(path: Path) -> Run:
-    """The run whose results.csv is ``path`` (accuracies in %, as results.csv and the paper give them)."""
-    results = load_results(path.parent)
+def load(*paths: Path) -> Run:
+    """The run whose results.csv is ``paths[0]`` (accuracies in %, as results.csv and the paper give
+    them), with the cells of further runs of the same suite (more seeds) added; a cell in two runs is refused."""
+    results = pd.concat([load_results(path.parent) for path in paths], ignore_index=True)
     results = results[results["setting"].isna()]
+    cell = ["dataset", "arch", "defense", "attack", "label_mode", "seed"]
+    repeated = results[results.duplicated(cell, keep=False)]
+    if not repeated.empty:
+        raise ValueError(f"{', '.join(map(str, paths))}: cell {'/'.join(map(str, repeated.iloc[0][cell]))} is in more than one run")
     experiments = summarise(results).set_index(["dataset", "defense", "attack", "label_mode"])
     benign = benign_summary(results).set_index(["dataset", "defense"])["benign_mean"]
     return Run(results, experiments, benign)
@@ -181,6 +187,41 @@ def worst_case(run: Run) -> tuple[str, str]:
     return _table(header, rows), "\n".join(lines)
 
 
+SPREAD_DEFENSES = ("vanilla", "ini")
+
+
+def _spread(values: pd.Series) -> str:
+    return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" if len(values) > 1 else _acc(float(values.mean()))
+
+
+def seed_spread(run: Run) -> tuple[str, str]:
+    """Per seed, Vanilla's and InI's clone accuracy (and benign accuracy) with mean ± sample standard
+    deviation over seeds, then InI minus Vanilla paired by seed: whether the headline gap exceeds
+    what another initialisation changes (each seed draws victim, surrogate, clone and queries anew)."""
+    ok = run.results[(run.results["status"] == "ok") & run.results["defense"].isin(SPREAD_DEFENSES)]
+    seeds = sorted(int(s) for s in ok["seed"].unique())
+    header = ["Dataset", "Attack", "Labels", "Defense"] + [f"seed {s}" for s in seeds] + ["mean ± sd"]
+    rows, gaps = [], []
+    for dataset in DATASETS:
+        benign = ok[ok["dataset"] == dataset].drop_duplicates(["defense", "seed"]).set_index(["defense", "seed"])["benign_acc"]
+        for defense in SPREAD_DEFENSES:
+            per_seed = benign[defense] if defense in benign.index.get_level_values(0) else pd.Series(dtype=float)
+            rows.append([DATASETS[dataset], "benign accuracy", "", DEFENSES[defense]]
+                        + [_acc(per_seed.get(s)) for s in seeds] + [_spread(per_seed)])
+        for attack in ATTACKS:
+            for mode in MODES:
+                cells = ok[(ok["dataset"] == dataset) & (ok["attack"] == attack) & (ok["label_mode"] == mode)]
+                clone = cells.set_index(["defense", "seed"])["clone_acc"]
+                for defense in SPREAD_DEFENSES:
+                    per_seed = clone[defense] if defense in clone.index.get_level_values(0) else pd.Series(dtype=float)
+                    rows.append([DATASETS[dataset], ATTACKS[attack], mode, DEFENSES[defense]]
+                                + [_acc(per_seed.get(s)) for s in seeds] + [_spread(per_seed)])
+                paired = (clone.get("ini", pd.Series(dtype=float)) - clone.get("vanilla", pd.Series(dtype=float))).dropna()
+                gaps.append(f"- {DATASETS[dataset]}, {ATTACKS[attack]}, {mode}: InI − Vanilla {_spread(paired)} "
+                            f"over {len(paired)} seed{'s' if len(paired) != 1 else ''}")
+    return _table(header, rows), "\n".join(gaps)
+
+
 def training_cost(run: Run) -> str:
     """Table B.1: each victim's training seconds (its whole chain) relative to Vanilla's on the same
     dataset, architecture and device, as the report's training-cost table computes it."""
@@ -197,8 +238,10 @@ def training_cost(run: Run) -> str:
     return _table(header, rows) + f"\n\nmsbench's victims trained on: {', '.join(devices) or 'not recorded'}."
 
 
-def render(path: Path) -> str:
-    """The doc's generated sections, in order, each under a heading the doc keeps."""
+def render(path: Path, seeds: Path | None = None) -> str:
+    """The doc's generated sections, in order, each under a heading the doc keeps; with ``seeds``
+    (the results.csv of the seed-spread run), the seed spread of Vanilla and InI follows them. The
+    paper's tables stay on ``path``'s run alone, so every defense in them has the same seeds."""
     run = load(path)
     worst, worst_rankings = worst_case(run)
     sections = [
@@ -210,13 +253,18 @@ def render(path: Path) -> str:
         ("Rankings by the worst case", worst_rankings),
         ("Table B.1: training cost relative to Vanilla", training_cost(run)),
     ]
+    if seeds is not None:
+        spread, gaps = seed_spread(load(path, seeds))
+        sections += [("Seed spread: Vanilla and InI, clone accuracy (%)", spread), ("InI − Vanilla, paired by seed", gaps)]
     return f"{seeds_note(run)}.\n\n" + "\n\n".join(f"#### {title}\n\n{body}" for title, body in sections) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="a run's results.csv")
-    sys.stdout.write(render(parser.parse_args().results))
+    parser.add_argument("--seeds", type=Path, default=None, help="the results.csv of the seed-spread run (suites/paper-mnist-seeds.toml)")
+    args = parser.parse_args()
+    sys.stdout.write(render(args.results, args.seeds))
 
 
 if __name__ == "__main__":

@@ -71,9 +71,42 @@ def test_tables_set_the_run_beside_the_paper(tmp_path):
     assert "| InI | 12.15× | 5.00× (50.00 s) | 5.00× (50.00 s) |" in cost
 
 
+def seeds_run(tmp_path: Path, seeds: tuple[int, ...] = (1, 2)) -> Path:
+    """Seeds 1 and 2 of Vanilla and InI: InI's clone 10 points under Vanilla's, plus the seed number."""
+    rows = []
+    for dataset, defense, attack, mode, seed in itertools.product(paper_tables.DATASETS, ("vanilla", "ini"), CLONE,
+                                                                  paper_tables.MODES, seeds):
+        clone = 70.0 - (10.0 if defense == "ini" else 0.0) + seed
+        rows.append({"dataset": dataset, "arch": "smallcnn", "defense": defense, "attack": attack, "label_mode": mode,
+                     "seed": seed, "status": "ok", "benign_acc": 98.0 + seed, "clone_acc": clone, "relative_perf": clone / 98.0,
+                     "victim_seconds": 10.0, "victim_device": "cpu", "device_model": "x86_64"})
+    path = tmp_path / "seeds" / "results.csv"
+    path.parent.mkdir()
+    pd.DataFrame(rows, columns=RESULT_COLUMNS).to_csv(path, index=False)
+    return path
+
+
+def test_seed_spread_pairs_ini_with_vanilla_by_seed(tmp_path):
+    table, gaps = paper_tables.seed_spread(paper_tables.load(results(tmp_path), seeds_run(tmp_path)))
+    # seed 0 from the base run: Vanilla 60 (k = 0), InI 64 (k = 4) on KnockoffNets; seeds 1, 2: 71, 72 and 61, 62
+    assert "| MNIST | KnockoffNets | soft | Vanilla | 60.00 | 71.00 | 72.00 | 67.67 ± 6.66 |" in table
+    assert "| MNIST | KnockoffNets | soft | InI | 64.00 | 61.00 | 62.00 | 62.33 ± 1.53 |" in table
+    assert "| MNIST | benign accuracy |  | Vanilla | 99.00 | 99.00 | 100.00 | 99.33 ± 0.58 |" in table
+    # paired differences: +4, -10, -10
+    assert "- MNIST, KnockoffNets, soft: InI − Vanilla -5.33 ± 8.08 over 3 seeds" in gaps.splitlines()
+
+
+def test_a_cell_in_two_runs_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="more than one run"):
+        paper_tables.load(results(tmp_path), seeds_run(tmp_path, seeds=(0, 1)))
+
+
 def test_the_doc_holds_the_committed_runs_tables():
     csv, doc = ROOT / "reports" / "paper-mnist" / "results.csv", ROOT / "docs" / "reproduction.md"
-    if not csv.exists():
-        pytest.fail("reports/paper-mnist/results.csv is missing: docs/reproduction.md has no run behind it")
-    assert paper_tables.render(csv) in doc.read_text(), \
-        "docs/reproduction.md's tables differ from `python benchmarks/paper_tables.py reports/paper-mnist/results.csv`"
+    seeds = ROOT / "reports" / "paper-mnist-seeds" / "results.csv"
+    for path in (csv, seeds):
+        if not path.exists():
+            pytest.fail(f"{path.relative_to(ROOT)} is missing: docs/reproduction.md has no run behind it")
+    assert paper_tables.render(csv, seeds) in doc.read_text(), \
+        "docs/reproduction.md's tables differ from `python benchmarks/paper_tables.py reports/paper-mnist/results.csv " \
+        "--seeds reports/paper-mnist-seeds/results.csv`"
