@@ -12,8 +12,8 @@ With ``--arch smallcnn`` it measures instead what closes the benign-accuracy gap
 suites/paper-mnist.toml's InI victims (its weights: ``paper-mnist``; smaller isolation or
 induction weights: ``iso0.03 iso0.01 no-iso ind0.1``), e.g. one epoch at batch 128:
 
-    python benchmarks/ini_resnet18_probe.py --arch smallcnn --batch 128 --steps 445 --every 445 \
-        --test-size 10000 --threads 2 vanilla paper-mnist iso0.01 no-iso ind0.1
+    python benchmarks/ini_resnet18_probe.py --arch smallcnn --batch 128 --steps 469 --every 469 \
+        --test-size 10000 vanilla paper-mnist iso0.01 no-iso
 
 Victim and fixed surrogate are initialised from different seeds (the surrogate is independent,
 as in the defense); the OOD batch is FashionMNIST's test split; SGD lr 0.1, momentum 0.5, weight

@@ -190,6 +190,11 @@ def worst_case(run: Run) -> tuple[str, str]:
 SPREAD_DEFENSES = ("vanilla", "ini")
 
 
+def _per_seed(values: pd.Series, defense: str) -> pd.Series:
+    """``values`` indexed by (defense, seed): the defense's, indexed by seed (empty where it has none)."""
+    return values[defense] if defense in values.index.get_level_values(0) else pd.Series(dtype=float)
+
+
 def _spread(values: pd.Series) -> str:
     return f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" if len(values) > 1 else _acc(float(values.mean()))
 
@@ -205,7 +210,7 @@ def seed_spread(run: Run) -> tuple[str, str]:
     for dataset in DATASETS:
         benign = ok[ok["dataset"] == dataset].drop_duplicates(["defense", "seed"]).set_index(["defense", "seed"])["benign_acc"]
         for defense in SPREAD_DEFENSES:
-            per_seed = benign[defense] if defense in benign.index.get_level_values(0) else pd.Series(dtype=float)
+            per_seed = _per_seed(benign, defense)
             rows.append([DATASETS[dataset], "benign accuracy", "", DEFENSES[defense]]
                         + [_acc(per_seed.get(s)) for s in seeds] + [_spread(per_seed)])
         for attack in ATTACKS:
@@ -213,10 +218,10 @@ def seed_spread(run: Run) -> tuple[str, str]:
                 cells = ok[(ok["dataset"] == dataset) & (ok["attack"] == attack) & (ok["label_mode"] == mode)]
                 clone = cells.set_index(["defense", "seed"])["clone_acc"]
                 for defense in SPREAD_DEFENSES:
-                    per_seed = clone[defense] if defense in clone.index.get_level_values(0) else pd.Series(dtype=float)
+                    per_seed = _per_seed(clone, defense)
                     rows.append([DATASETS[dataset], ATTACKS[attack], mode, DEFENSES[defense]]
                                 + [_acc(per_seed.get(s)) for s in seeds] + [_spread(per_seed)])
-                paired = (clone.get("ini", pd.Series(dtype=float)) - clone.get("vanilla", pd.Series(dtype=float))).dropna()
+                paired = (_per_seed(clone, "ini") - _per_seed(clone, "vanilla")).dropna()
                 gaps.append(f"- {DATASETS[dataset]}, {ATTACKS[attack]}, {mode}: InI − Vanilla {_spread(paired)} "
                             f"over {len(paired)} seed{'s' if len(paired) != 1 else ''}")
     return _table(header, rows), "\n".join(gaps)

@@ -40,10 +40,11 @@ def load_suite(path: str | Path) -> Suite:
     return parse_suite(_read_extended(path, ()), str(path), path)
 
 
-def _read_extended(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
+def _read_extended(path: Path, extending: tuple[Path, ...]) -> dict[str, Any]:
     """A suite file's TOML with its ``extends`` chain applied: the base file (a path relative to
     this one) is read first and this file's tables are merged into it key by key, so a variant of
-    a suite (more seeds of two defenses, say) states only what differs and cannot drift from it."""
+    a suite (more seeds of two defenses, say) states only what differs and cannot drift from it.
+    ``extending``: the files already read that extend this one, so a base naming one of them is a cycle."""
     raw = _read_toml(path)
     file = str(path)
     base_name = raw.pop("extends", None)
@@ -53,12 +54,12 @@ def _read_extended(path: Path, children: tuple[Path, ...]) -> dict[str, Any]:
         raise SuiteError(file, "extends", f"expected the path of a suite TOML file, got {base_name!r}")
     if "name" not in raw:
         raise SuiteError(file, "name", "missing: a suite that extends another names itself (its run and report folders)")
-    base = (path.parent / base_name).resolve()
-    if base in children or base == path.resolve():
+    chain, base = (*extending, path.resolve()), (path.parent / base_name).resolve()
+    if base in chain:
         raise SuiteError(file, "extends", f"'{base_name}' extends this file again (a cycle)")
     if not base.is_file():
         raise SuiteError(file, "extends", f"no such suite file '{base_name}' (relative to {path.parent})")
-    return _merged(_read_extended(base, (*children, path.resolve())), raw)
+    return _merged(_read_extended(base, chain), raw)
 
 
 def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
