@@ -1,7 +1,8 @@
 """The InI paper's MNIST and FashionMNIST numbers beside a run's, as the markdown of docs/reproduction.md.
 
     python benchmarks/paper_tables.py reports/paper-mnist/results.csv > tables.md
-    python benchmarks/paper_tables.py reports/paper-mnist/results.csv --seeds reports/paper-mnist-seeds/results.csv
+    python benchmarks/paper_tables.py reports/paper-mnist/results.csv --seeds reports/paper-mnist-seeds/results.csv \
+        reports/paper-mnist-seeds-1/results.csv
 
 Every msbench number in docs/reproduction.md is printed by this script from the committed
 ``results.csv`` (tests/test_paper_tables.py checks that the doc still contains exactly these
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from msbench.report.load import load_results
-from msbench.report.stats import benign_summary, summarise
+from msbench.report import significance
+from msbench.report.load import load_results, load_runs
+from msbench.report.stats import benign_summary, seed_values, summarise
+from msbench.report.verdict import worst_case as report_worst_case
 from msbench.report.training_cost import cost_cell, victim_costs
 
 DATASETS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST"}
@@ -243,10 +246,100 @@ def training_cost(run: Run) -> str:
     return _table(header, rows) + f"\n\nmsbench's victims trained on: {', '.join(devices) or 'not recorded'}."
 
 
-def render(path: Path, seeds: Path | None = None) -> str:
+def worst_case_over_seeds(*paths: Path) -> str:
+    """The report's verdict over every seed of the runs, per label mode: each defense's worst case (the
+    attack of highest mean clone accuracy) as mean [95% interval], n and its rank by the report's tests
+    (=k: defenses that cannot be separated share a rank; † collapsed, not ranked)."""
+    tables = load_runs([p.parent for p in paths])
+    frames = {mode: report_worst_case(tables, label_mode=mode).set_index(["dataset", "defense"]) for mode in MODES}
+    header = ["Defense"] + [f"{DATASETS[d]} {mode}" for d in DATASETS for mode in MODES]
+    rows = []
+    for defense, label in DEFENSES.items():
+        row = [label]
+        for dataset in DATASETS:
+            for mode in MODES:
+                frame = frames[mode]
+                if (dataset, defense) not in frame.index:
+                    row.append("n/a")
+                    continue
+                r = frame.loc[(dataset, defense)]
+                rank = {"reference": "ref.", "collapsed": "†"}.get(r["standing"], ("=" if r["tied"] else "") + str(r["rank"]))
+                bounds = f" [{r['ci_low']:.1f}, {r['ci_high']:.1f}]" if not math.isnan(r["ci_low"]) else ""
+                row.append(f"{rank}: {r['clone_mean']:.2f}{bounds} ({ATTACKS.get(r['attack'], r['attack'])}, n={r['n']})")
+        rows.append(row)
+    return _table(header, rows)
+
+
+COMPARISONS = [  # (claim, attack or "benign", defense a, defense b): a - b, per dataset and label mode
+    *[(1, "benign", d, "vanilla") for d in ("mad", "am", "edm", "ini")],
+    *[(2, "knockoff", "ini", d) for d in ("vanilla", "mad", "am", "edm")],
+    *[(3, "jbda", d, "vanilla") for d in ("am", "edm")],
+    (4, "jbda", "mad", "vanilla"),
+    *[(5, a, x, y) for a in ("knockoff", "jbda") for x, y in (("ini+mad", "ini"), ("ini+am", "ini"), ("ini+am", "ini+mad"))],
+]
+
+
+def claim_tests(run: Run) -> str:
+    """Every comparison a claim of the paper rests on, tested over seeds as the report tests them:
+    a - b in points with its 95% interval, the test (paired t over shared seeds, Welch t otherwise) and
+    the seeds per side; "a lower" / "b lower" only when significant at 5%, else "not separable"."""
+    clone = seed_values(run.results)
+    benign = seed_values(run.results.drop_duplicates(["dataset", "arch", "defense", "seed"]).assign(attack="", label_mode=""),
+                         "benign_acc")
+    header = ["Claim", "Dataset", "Measure", "a − b", "a − b (points) [95% CI]", "test, n", "verdict"]
+    rows = []
+    for claim, attack, a, b in COMPARISONS:
+        for dataset in DATASETS:
+            for mode in (("",) if attack == "benign" else MODES):
+                source = benign if attack == "benign" else clone
+                pick = lambda d: next((v for k, v in source.items() if k[0] == dataset and k[2] == d and k[3] == attack  # noqa: E731
+                                       and k[4] == mode), {}) if attack != "benign" else next(
+                    (v for k, v in source.items() if k[0] == dataset and k[2] == d), {})
+                c = significance.compare(pick(a), pick(b))
+                bounds = f" [{c.low:+.2f}, {c.high:+.2f}]" if c.testable else ""
+                verdict = (f"{DEFENSES[a] if c.diff < 0 else DEFENSES[b]} lower" if c.significant
+                           else "not separable" if c.testable else "no test (n = 1)")
+                measure = "benign accuracy" if attack == "benign" else f"{ATTACKS[attack]} {mode}"
+                rows.append([str(claim), DATASETS[dataset], measure, f"{DEFENSES[a]} − {DEFENSES[b]}", f"{c.diff:+.2f}{bounds}",
+                             f"{c.test}, {c.n_a}/{c.n_b}", verdict])
+    return _table(header, rows)
+
+
+def seeds_needed(run: Run, delta: float = 5.0) -> str:
+    """Per column (dataset, attack, label mode): the measured spread over seeds and the seeds a paired t
+    test needs to separate a ``delta``-point difference with 80% power at 5%. The spread of a paired
+    comparison is that of the per-seed differences between two defenses (the pooled sd over every
+    pair of the column's defenses with two or more shared seeds)."""
+    clone = seed_values(run.results)
+    header = ["Dataset", "Attack", "Labels", "pooled sd of one defense", "pooled sd of paired differences",
+              f"power at n = 3 ({delta:g} points)", f"seeds for {delta:g} points (80%)"]
+    rows = []
+    for dataset in DATASETS:
+        for attack in ATTACKS:
+            for mode in MODES:
+                cells = {k[2]: v for k, v in clone.items() if k[0] == dataset and k[3] == attack and k[4] == mode}
+                within = [pd.Series(list(v.values())).var(ddof=1) for v in cells.values() if len(v) > 1]
+                diffs = []
+                names = list(cells)
+                for i, x in enumerate(names):
+                    for y in names[i + 1:]:
+                        shared = sorted(set(cells[x]) & set(cells[y]))
+                        if len(shared) > 1:
+                            diffs.append(pd.Series([cells[x][s] - cells[y][s] for s in shared]).var(ddof=1))
+                if not within or not diffs:
+                    continue
+                sd, sd_diff = math.sqrt(sum(within) / len(within)), math.sqrt(sum(diffs) / len(diffs))
+                need = significance.seeds_needed(delta, sd_diff)
+                rows.append([DATASETS[dataset], ATTACKS[attack], mode, f"{sd:.2f}", f"{sd_diff:.2f}",
+                             f"{significance.power(delta, sd_diff, 3):.2f}", str(need) if need else "> 1000"])
+    return _table(header, rows)
+
+
+def render(path: Path, seeds: list[Path] | None = None) -> str:
     """The doc's generated sections, in order, each under a heading the doc keeps; with ``seeds``
-    (the results.csv of the seed-spread run), the seed spread of Vanilla and InI follows them. The
-    paper's tables stay on ``path``'s run alone, so every defense in them has the same seeds."""
+    (the results.csv of the runs of further seeds), the seed spread of Vanilla and InI, the worst
+    case over seeds, the tests behind each claim and the seeds a 5-point difference needs follow
+    them. The paper's tables stay on ``path``'s run alone, so every defense in them has the same seeds."""
     run = load(path)
     worst, worst_rankings = worst_case(run)
     sections = [
@@ -258,16 +351,21 @@ def render(path: Path, seeds: Path | None = None) -> str:
         ("Rankings by the worst case", worst_rankings),
         ("Table B.1: training cost relative to Vanilla", training_cost(run)),
     ]
-    if seeds is not None:
-        spread, gaps = seed_spread(load(path, seeds))
-        sections += [("Seed spread: Vanilla and InI, clone accuracy (%)", spread), ("InI − Vanilla, paired by seed", gaps)]
+    if seeds:
+        every = load(path, *seeds)
+        spread, gaps = seed_spread(every)
+        sections += [("Seed spread: Vanilla and InI, clone accuracy (%)", spread), ("InI − Vanilla, paired by seed", gaps),
+                     ("Worst case over seeds, ranked by the report's tests (clone accuracy, %)", worst_case_over_seeds(path, *seeds)),
+                     ("The claims' comparisons, tested over seeds", claim_tests(every)),
+                     ("Seeds needed to separate a 5-point difference", seeds_needed(every))]
     return f"{seeds_note(run)}.\n\n" + "\n\n".join(f"#### {title}\n\n{body}" for title, body in sections) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", type=Path, help="a run's results.csv")
-    parser.add_argument("--seeds", type=Path, default=None, help="the results.csv of the seed-spread run (suites/paper-mnist-seeds.toml)")
+    parser.add_argument("--seeds", type=Path, nargs="+", default=None,
+                        help="the results.csv of the runs of further seeds (suites/paper-mnist-seeds*.toml)")
     args = parser.parse_args()
     sys.stdout.write(render(args.results, args.seeds))
 

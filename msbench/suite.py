@@ -20,6 +20,7 @@ from msbench.data import ROLES, DataError, DatasetSpec, MissingDataError, defaul
 from msbench.defenses.chain import chain_problem, resolve_chain
 from msbench.plugin_config import plugin_config
 from msbench.plugin_modules import import_plugins
+from msbench.report_options import ReportOptions
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry, UnknownPluginError
 from msbench.suite_checks import (NAME_PATTERN, check_recipe, check_run, check_subset, check_unique, device_problem,
                                   file_spec, plugin_name, table, table_value)
@@ -29,8 +30,8 @@ from msbench.timing.schema import TimingOptions
 from msbench.training import CLONE_RECIPE, Recipe
 
 TOP_LEVEL = {"name", "description", "plugins", "matrix", "run", "victim", "clone", "defenses", "attacks", "datasets"}
-EXTRA_SECTIONS: dict[str, type] = {"timing": TimingOptions, "sweep": SweepOptions}
-"""Further top-level tables (``timing``, ``sweep``): the stages that read them own their types.
+EXTRA_SECTIONS: dict[str, type] = {"timing": TimingOptions, "sweep": SweepOptions, "report": ReportOptions}
+"""Further top-level tables (``timing``, ``sweep``, ``report``): the stages that read them own their types.
 A section class may define ``validate(self, suite)``, raising SuiteError, to check it against the suite."""
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from msbench.results import CURVE_COLUMNS, RESULT_COLUMNS
 
@@ -81,3 +82,21 @@ def full_run(path: Path, name: str = "full", **kwargs) -> Path:
                                                           ("seeds", (0, 1)))}
     return write_run(path, results, curves, suite_json(name, keys["datasets"], keys["defenses"], keys["attacks"], keys["modes"],
                                                        keys["seeds"], budgets=kwargs.get("budgets")))
+
+
+def significantly_below(a: dict[int, float], b: dict[int, float]) -> bool:
+    """``a`` below ``b`` as the report must decide it, from scipy's tests: paired t over shared seeds,
+    Welch t over different ones, the means where a side has one seed."""
+    if len(a) < 2 or len(b) < 2:
+        return np.mean(list(a.values())) < np.mean(list(b.values()))
+    if set(a) == set(b):
+        p = stats.ttest_rel([a[s] for s in sorted(a)], [b[s] for s in sorted(a)]).pvalue
+    else:
+        p = stats.ttest_ind(list(a.values()), list(b.values()), equal_var=False).pvalue
+    return p < 0.05 and np.mean(list(a.values())) < np.mean(list(b.values()))
+
+
+def separated_best(samples: dict[str, dict[int, float]]) -> set[str]:
+    """The entries to bold: none significantly below them, and not all of them (then nothing is separated)."""
+    top = {x for x in samples if not any(significantly_below(samples[y], samples[x]) for y in samples if y != x)}
+    return top if len(top) < len(samples) else set()

@@ -19,6 +19,7 @@ from msbench.report import load_runs, plot_inference_time, render_report
 from msbench.report.latex import escape
 from msbench.results import CURVE_COLUMNS, RESULT_COLUMNS
 from tests.conftest import data_root, tiny_suite
+from tests.report_fixtures import separated_best
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 PDFLATEX = shutil.which("pdflatex")
@@ -32,8 +33,8 @@ SUITE_CHANGES = {
 
 
 # -- parsing LaTeX back -------------------------------------------------------------------------
-NUMBER = re.compile(r"^(?:\\textbf\{)?(\d+\.\d+)(?:\$\\pm\$(\d+\.\d+))?(?:\((\d+\.\d+)\$\\times\$\))?"
-                    r"(?:\$\^\\dagger\$)?(?: \((\d+)/(\d+) seeds\))?\}?$")
+NUMBER = re.compile(r"^(?:\\textbf\{)?(\d+\.\d+)(?:\$\\pm\$(\d+\.\d+))?(?: \((\d+\.\d+)\$\\times\$\))?"
+                    r"(?:\$\^\\dagger\$)?(?: \((\d+)/(\d+) seeds\))?(?: \$_\{n=(\d+)\}\$)?\}?$")
 
 
 def parse_tables(tex: str) -> dict[str, dict]:
@@ -140,9 +141,10 @@ def test_latex_numbers_equal_the_results_table(real_run):
     tables = parse_tables((report / "tables.tex").read_text())
 
     clone = tables["clone-knockoff-smallcnn"]
-    assert clone["groups"] == [(2, "MNIST")] and clone["leaves"] == ["soft-label", "hard-label"]
+    assert clone["groups"] == [(2, "MNIST")] and [leaf.removesuffix(" °") for leaf in clone["leaves"]] == ["soft-label", "hard-label"]
     for leaf, cell in zip(clone["leaves"], clone["rows"]["Vanilla"]):
-        cell_row = results[results["label_mode"] == leaf.removesuffix("-label")].iloc[0]
+        cell_row = results[results["label_mode"] == leaf.removesuffix(" °").removesuffix("-label")].iloc[0]
+        assert leaf.endswith(" °") == (cell_row["relative_perf"] < 0.5)  # uninformative: the clone of Vanilla steals little
         mean, std, rel, _ = parse_number(cell)
         assert (mean, std, rel) == (f"{cell_row['clone_acc']:.2f}", None, f"{cell_row['relative_perf']:.2f}")
         assert abs(float(mean) - cell_row["clone_acc"]) <= 0.005 + 1e-9
@@ -235,10 +237,10 @@ def test_tables_order_aggregate_bold_and_mark_failures(synthetic_report):
             assert mean == f"{cells['clone_acc'].mean():.2f}" and rel == f"{cells['relative_perf'].mean():.2f}"
             half = stats.t.ppf(0.975, len(cells) - 1) * cells["clone_acc"].std(ddof=1) / np.sqrt(len(cells)) if len(cells) > 1 else None
             assert ci == (f"{half:.2f}" if half is not None else None)  # one seed left: no interval
-            shown[label] = (float(mean), bold)
+            assert cell.removesuffix("}" if bold else "").endswith(f"$_{{n={len(cells)}}}$")  # n differs between rows (a failed seed): every cell says its n
+            shown[label] = (dict(zip(cells["seed"], cells["clone_acc"])), bold)
         candidates = {label: v for label, (v, _) in shown.items() if label != "Vanilla"}  # Vanilla is never "best"
-        lowest = min(candidates.values())
-        assert {label for label, (v, bold) in shown.items() if bold} == {label for label, v in candidates.items() if v == lowest}
+        assert {label for label, (v, bold) in shown.items() if bold} == separated_best(candidates)
 
     other = tables["other-mnist-smallcnn"]  # ablation-style table: Vanilla, the extra defenses, InI
     assert list(other["rows"]) == ["Vanilla", r"ini\_iso", "InI"]

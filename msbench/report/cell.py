@@ -2,11 +2,12 @@
 
 Each cell carries its plain text, its LaTeX and a sort key, so the LaTeX and HTML renderings show
 the same numbers. Formats follow the InI paper: accuracies in percent with two decimals, relative
-performance as ``79.55(0.84x)``; with several seeds, ``mean±h`` where h is the half-width of the
+performance as ``79.55 (0.84x)``; with several seeds, ``mean±h`` where h is the half-width of the
 95% confidence interval of the mean (Student t over the seeds that finished). A cell whose every
 seed failed shows ``--``; one still planned shows ``pending``; a combination no run covered stays
 empty. ``†`` marks a victim whose benign accuracy is more than the tolerance below Vanilla's: it is
-never bold, since a defense that breaks its own model has not defended it.
+never bold, since a defense that breaks its own model has not defended it. Bold is decided by
+``significance.best`` over the cells' per-seed values (``samples``), never by the shown means alone.
 """
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from msbench.report import significance
 from msbench.report.latex import escape
 from msbench.report.runs import PENDING
 from msbench.report.stats import finite
 
 FAILED = "--"
 COLLAPSED_MARK = "†"
+UNINFORMATIVE_MARK = "°"
 
 
 @dataclass
@@ -30,7 +33,8 @@ class Cell:
     sort: float | str | None = None
     bold: bool = False
     eligible: bool = True  # may be bold as "best" (False for Vanilla and collapsed victims)
-    kind: str = ""  # "failed", "pending" or "": a CSS class in HTML
+    kind: str = ""  # "failed", "pending", "uninformative" or "": a CSS class in HTML
+    samples: dict[int, float] | None = None  # the per-seed values behind the shown mean: what bold compares
 
     @classmethod
     def label(cls, text: str) -> "Cell":
@@ -91,8 +95,17 @@ def accuracy_cell(mean: float, ci: float | None, n: int, n_pending: int = 0) -> 
     return with_progress(Cell(text, latex, round(float(mean), 2)), n, 0, n_pending)
 
 
-def attack_cell(row: pd.Series | None) -> Cell:
-    """``79.55(0.84x)``: clone accuracy (mean±CI over seeds) and mean relative performance."""
+def with_n(cell: Cell, n: int) -> Cell:
+    """``85.57±4.07 (0.87×) n=3``: a cell's seed count, for tables whose rows have different counts."""
+    if cell.sort is not None:
+        cell.text += f" n={n}"
+        cell.latex += f" $_{{n={n}}}$"
+    return cell
+
+
+def attack_cell(row: pd.Series | None, samples: dict[int, float] | None = None) -> Cell:
+    """``79.55 (0.84x)``: clone accuracy (mean±CI over seeds) and mean relative performance; ``samples``
+    are its per-seed values, which decide bold."""
     if row is None:
         return Cell.empty()
     if row["n_ok"] == 0 or not finite(row["clone_mean"]):
@@ -100,25 +113,31 @@ def attack_cell(row: pd.Series | None) -> Cell:
     text, latex = fmt_value(row["clone_mean"], row["clone_ci"])
     rel = row["rel_mean"]
     if finite(rel):
-        text, latex = f"{text}({rel:.2f}×)", f"{latex}({rel:.2f}$\\times$)"
-    return with_progress(Cell(text, latex, round(float(row["clone_mean"]), 2)), int(row["n_ok"]), int(row["n_failed"]),
-                          int(row["n_pending"]))
+        text, latex = f"{text} ({rel:.2f}×)", f"{latex} ({rel:.2f}$\\times$)"
+    cell = Cell(text, latex, round(float(row["clone_mean"]), 2), samples=samples)
+    return with_progress(cell, int(row["n_ok"]), int(row["n_failed"]), int(row["n_pending"]))
 
 
-def bold_lowest(rows: list[list[Cell]]) -> None:
-    """Bold, per column, the lowest shown clone accuracy among the eligible cells (ties all bold): lower
-    is a better defense, but only a defense that kept its benign accuracy (not Vanilla, not collapsed)."""
+def bold_best(rows: list[list[Cell]], skip: set[int] = frozenset()) -> None:
+    """Bold, per column, the eligible cells (a defense that kept its benign accuracy: not Vanilla, not
+    collapsed) that ``significance.best`` finds best over their per-seed values: lower is a better
+    defense, and cells that cannot be separated share the bold or none has it. ``skip``: columns of
+    an uninformative attack, which bold nothing."""
     if not rows:
         return
     for j in range(1, len(rows[0])):
-        shown = [r[j] for r in rows if isinstance(r[j].sort, float)]
-        values = [c.sort for c in shown if c.eligible]
-        if len(shown) < 2 or not values:  # nothing to compare against
+        if j in skip:
             continue
-        best = min(values)
-        for c in shown:
-            if c.eligible and c.sort == best:
-                c.bold = True
+        shown = {i: r[j] for i, r in enumerate(rows) if isinstance(r[j].sort, float) and r[j].eligible and r[j].samples}
+        for i in significance.best({str(i): c.samples for i, c in shown.items()}):
+            shown[int(i)].bold = True
+
+
+def mark_uninformative(cell: Cell) -> Cell:
+    """Grey in HTML (the cell stays readable: it is a measurement, just not one that judges defenses)."""
+    if cell.sort is not None and not cell.kind:
+        cell.kind = "uninformative"
+    return cell
 
 
 def slug(*parts: str) -> str:

@@ -18,12 +18,24 @@ def lookup(summary: pd.DataFrame, **keys) -> pd.Series | None:
     return None if hit.empty else hit.iloc[0]
 
 
+def seed_counts(results: pd.DataFrame) -> list[int]:
+    """The distinct numbers of finished seeds per experiment of ``results``, ascending."""
+    ok = results[results["status"] == "ok"] if not results.empty else results
+    if ok.empty:
+        return []
+    return sorted({int(n) for n in ok.groupby(["dataset", "arch", "defense", "attack", "label_mode"])["seed"].nunique()})
+
+
 def seeds_note(results: pd.DataFrame) -> str:
-    seeds = in_order(results.loc[results["status"] == "ok", "seed"]) if not results.empty else []
-    if len(seeds) > 1:
-        return (f" With several seeds, a cell reads mean±h: the mean over the seeds that finished ({len(seeds)} seeds "
-                f"in these runs) and h the half-width of its 95% confidence interval (Student t).")
-    return ""
+    """The caption's sentence on seeds: how many per cell, what ± means, and how bold was decided."""
+    counts = seed_counts(results)
+    if not counts:
+        return ""
+    if counts == [1]:
+        return (" n = 1: one seed per cell, so no interval and no test; bold and ranks are indicative (by the means).")
+    n = f"n = {counts[0]} seeds per cell" if len(counts) == 1 else f"n differs between rows ({counts[0]}-{counts[-1]} seeds; each cell gives its n)"
+    return (f" {n}; mean±h, h the half-width of the 95% confidence interval over seeds (Student t). Bold and ranks need a "
+            f"difference significant at 5% (paired t over seeds, Welch t where the seeds differ; by the means where a side has one seed).")
 
 
 class Context:

@@ -18,6 +18,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from msbench.report.cell import Table
+from msbench.report.headline import verdict_sentences
 from msbench.report.labels import dataset_label, in_order
 from msbench.report.runs import RunTables
 from msbench.version import __version__
@@ -156,6 +157,7 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
         "counts": {"cells": progress.planned, "ok": progress.finished, "failed": progress.failed, "pending": progress.pending,
                    "timing_rows": len(tables.timing), "curve_points": len(tables.curves)},
         "partial": progress.sentence() if progress.partial else "",
+        "verdict": verdict_sentences(tables),
         "kept_apart": tables.kept_apart,
         "pending": [{k: _shown(row[k]) for k in ("dataset", "arch", "defense", "attack", "label_mode", "seed")}
                     for _, row in tables.pending.iterrows()],

@@ -19,7 +19,8 @@ from msbench.defenses import OutputDefense
 from msbench.registry import DEFENSES
 from msbench.report.labels import VARIANT, plugin_class, attack_label, dataset_label, defense_label, in_order, mode_label
 from msbench.report.runs import KEY, PENDING, TIMING_COLUMNS, RunTables
-from msbench.report.verdict import worst_case
+from msbench.report.headline import verdict_sentences
+from msbench.report.verdict import per_attack, worst_case
 from msbench.results import _TEXT, CURVE_COLUMNS, CURVE_DTYPES, RESULT_COLUMNS, RESULT_DTYPES, typed
 
 
@@ -176,11 +177,22 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
 
 
 def load_results(run_dir: str | Path | list, table: str = "results") -> pd.DataFrame:
-    """A run's table (``results``, ``curves`` or ``timing``) as a DataFrame; ``worst_case``: the
-    report's verdict (per defense x dataset x arch, the strongest attack setting of the run), computed
-    from the tables by ``msbench.report.verdict.worst_case`` (several run directories are combined)."""
+    """A run's table (``results``, ``curves`` or ``timing``) as a DataFrame, or one the report computes
+    from the tables (several run directories are combined):
+
+    - ``worst_case``: the verdict, per defense x dataset x arch the strongest attack setting with its
+      ``n``, ``ci_low``, ``ci_high``, rank (ties shared) and difference from Vanilla
+      (``msbench.report.verdict.worst_case``);
+    - ``per_attack``: every clone-accuracy table cell with its ``n``, ``ci_low``, ``ci_high``, rank and
+      bold within its column, and whether the attack setting is uninformative (``verdict.per_attack``);
+    - ``verdict``: the report's opening sentences, one row each (``headline.verdict_sentences``).
+    """
     if table == "worst_case":
         return worst_case(load_runs(run_dir))
+    if table == "per_attack":
+        return per_attack(load_runs(run_dir))
+    if table == "verdict":
+        return pd.DataFrame({"sentence": verdict_sentences(load_runs(run_dir))})
     path = Path(run_dir) / f"{table}.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such table (has the suite been run with --out {run_dir}?)")

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from msbench.report.labels import order_defenses
+from msbench.report_options import UNINFORMATIVE_BELOW
 
 TIMING_COLUMNS = ["defense", "arch", "dataset", "input", "batch_size", "repeats", "total_seconds", "ms_per_query",
                   "slowdown", "cost_model", "device", "torch"]
@@ -87,6 +88,14 @@ class RunTables:
         values = [float(s["run"]["match_benign"]) for s in self.suites
                   if isinstance(s.get("run"), dict) and s["run"].get("match_benign") is not None]
         return min(values) if values else DEFAULT_TOLERANCE
+
+    @property
+    def uninformative_below(self) -> float:
+        """Relative performance against Vanilla below which an attack setting is uninformative: the
+        highest ``report.uninformative_below`` of the suites (the most cautious), else the default."""
+        values = [float(s["report"]["uninformative_below"]) for s in self.suites
+                  if isinstance(s.get("report"), dict) and s["report"].get("uninformative_below") is not None]
+        return max(values) if values else UNINFORMATIVE_BELOW
 
     @property
     def progress(self) -> Progress:

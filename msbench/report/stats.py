@@ -20,13 +20,23 @@ def ci95(values) -> float:
     return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
 
 
+def seed_values(results: pd.DataFrame, column: str = "clone_acc") -> dict[tuple, dict[int, float]]:
+    """Per experiment (``KEY`` values as a tuple), its finished seeds' values of ``column``: what tests compare."""
+    ok = results[(results["status"] == "ok") & results[column].notna()] if not results.empty else results
+    out: dict[tuple, dict[int, float]] = {}
+    for row in ok[KEY + ["seed", column]].itertuples(index=False):
+        out.setdefault(tuple(row[:len(KEY)]), {})[int(row[len(KEY)])] = float(row[len(KEY) + 1])
+    return out
+
+
 def summarise(results: pd.DataFrame) -> pd.DataFrame:
     """Per experiment (dataset, arch, defense, attack, label mode): mean, sample std and 95% CI
-    half-width (Student t) over the seeds that finished, and how many seeds finished, failed, pend.
+    half-width (Student t) over the seeds that finished (the clone accuracy's interval also as its
+    bounds, NaN below two seeds), and how many seeds finished, failed, pend.
 
     Rows whose every seed failed or pends keep ``n_ok = 0`` and NaN means, so tables can say so.
     """
-    columns = KEY + ["clone_mean", "clone_std", "clone_ci", "rel_mean", "rel_std", "rel_ci", "benign_mean", "benign_std",
+    columns = KEY + ["clone_mean", "clone_std", "clone_ci", "clone_ci_low", "clone_ci_high", "rel_mean", "rel_std", "rel_ci", "benign_mean", "benign_std",
                      "benign_ci", "fidelity_mean", "queries", "budget", "n_ok", "n_failed", "n_pending"]
     if results.empty:
         return pd.DataFrame(columns=columns)
@@ -36,6 +46,8 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         pending = int((group["status"] == PENDING).sum())
         rows.append({**dict(zip(KEY, key)),
                      "clone_mean": ok["clone_acc"].mean(), "clone_std": ok["clone_acc"].std(ddof=1), "clone_ci": ci95(ok["clone_acc"]),
+                     "clone_ci_low": ok["clone_acc"].mean() - ci95(ok["clone_acc"]),
+                     "clone_ci_high": ok["clone_acc"].mean() + ci95(ok["clone_acc"]),
                      "rel_mean": ok["relative_perf"].mean(), "rel_std": ok["relative_perf"].std(ddof=1), "rel_ci": ci95(ok["relative_perf"]),
                      "benign_mean": ok["benign_acc"].mean(), "benign_std": ok["benign_acc"].std(ddof=1), "benign_ci": ci95(ok["benign_acc"]),
                      "fidelity_mean": ok["fidelity"].mean(), "queries": pd.to_numeric(ok["queries"], errors="coerce").mean(),

@@ -6,13 +6,15 @@ from __future__ import annotations
 import pandas as pd
 
 from msbench.report import verdict
-from msbench.report.cell import (COLLAPSED_MARK, Cell, Table, accuracy_cell, attack_cell, bold_lowest, cost_model_latex,
-                                 finite, fmt_budget, fmt_seconds, fmt_value, mark_collapsed, points, slug)
-from msbench.report.context import Context, label_only_note, lookup, seeds_note
+from msbench.report.cell import (COLLAPSED_MARK, UNINFORMATIVE_MARK, Cell, Table, accuracy_cell, attack_cell, bold_best,
+                                 cost_model_latex, finite, fmt_budget, fmt_seconds, fmt_value, mark_collapsed,
+                                 mark_uninformative, points, slug, with_n)
+from msbench.report.context import Context, label_only_note, lookup, seed_counts, seeds_note
+from msbench.report.informative import is_uninformative, uninformative_settings
 from msbench.report.labels import (attack_label, dataset_label, defense_label, in_order, is_ablation_reference,
                                    is_paper_defense, is_reference, mode_label, order_attacks, order_defenses)
 from msbench.report.runs import RunTables
-from msbench.report.stats import benign_summary, summarise
+from msbench.report.stats import benign_summary, seed_values, summarise
 from msbench.report.training_cost import training_cost_tables
 
 
@@ -40,18 +42,50 @@ def benign_tables(tables: RunTables, ctx: Context) -> list[Table]:
     return out
 
 
-def _clone_rows(summary: pd.DataFrame, ctx: Context, defenses: list[str], columns: list[tuple[str, str]], fixed: dict,
-                outer_key: str) -> list[list[Cell]]:
-    rows = []
-    for defense in defenses:
-        row = [Cell.label(defense_label(defense))]
-        for outer, mode in columns:
-            keys = {"defense": defense, "label_mode": mode, outer_key: outer, **fixed}
-            cell = attack_cell(lookup(summary, **keys))
-            row.append(ctx.mark(cell, keys["dataset"], keys["arch"], defense))
-        rows.append(row)
-    bold_lowest(rows)
-    return rows
+class CloneColumns:
+    """What the clone-accuracy tables share: the summary, the per-seed values and the uninformative settings."""
+
+    def __init__(self, tables: RunTables):
+        self.summary = summarise(tables.results)
+        self.values = seed_values(tables.results)
+        self.flags = uninformative_settings(self.summary, tables.uninformative_below)
+        self.threshold = tables.uninformative_below
+
+    def rows(self, ctx: Context, defenses: list[str], columns: list[tuple[str, str]], fixed: dict,
+             outer_key: str) -> tuple[list[list[Cell]], set[int]]:
+        """One row per defense, one cell per (outer, label mode) column; bold decided over seeds; returns the
+        rows and the (1-based) columns of an uninformative attack setting."""
+        rows, skip = [], set()
+        counts = set()
+        for defense in defenses:
+            row = [Cell.label(defense_label(defense))]
+            for j, (outer, mode) in enumerate(columns, start=1):
+                keys = {"defense": defense, "label_mode": mode, outer_key: outer, **fixed}
+                hit = lookup(self.summary, **keys)
+                samples = self.values.get(tuple(keys[k] for k in ("dataset", "arch", "defense", "attack", "label_mode")))
+                cell = ctx.mark(attack_cell(hit, samples), keys["dataset"], keys["arch"], defense)
+                if is_uninformative(self.flags, keys["dataset"], keys["arch"], keys["attack"], mode, defense):
+                    skip.add(j)
+                    mark_uninformative(cell)
+                if hit is not None and hit["n_ok"] > 0:
+                    counts.add(int(hit["n_ok"]))
+                row.append(cell)
+            rows.append(row)
+        if len(counts) > 1:  # n differs between rows: every cell says its own
+            for row in rows:
+                for cell in row[1:]:
+                    if cell.samples:
+                        with_n(cell, len(cell.samples))
+        bold_best(rows, skip)
+        return rows, skip
+
+    def note(self, shown: bool) -> str:
+        return (f" {UNINFORMATIVE_MARK}: an uninformative attack setting (its clone of Vanilla stays below {self.threshold:g} "
+                f"of Vanilla's benign accuracy): shown, never bold." if shown else "")
+
+
+def _mark_leaves(leaves: list[str], skip: set[int]) -> list[str]:
+    return [f"{leaf} {UNINFORMATIVE_MARK}" if j in skip else leaf for j, leaf in enumerate(leaves, start=1)]
 
 
 def _grouped_headers(columns: list[tuple[str, str]], outer_label) -> tuple[list[tuple[str, int]], list[str]]:
@@ -74,7 +108,7 @@ def attack_tables(tables: RunTables, ctx: Context) -> list[Table]:
     results = tables.results
     if results.empty:
         return []
-    summary = summarise(results)
+    clone = CloneColumns(tables)
     out = []
     for attack in order_attacks(results["attack"]):
         for arch in in_order(results["arch"]):
@@ -84,14 +118,14 @@ def attack_tables(tables: RunTables, ctx: Context) -> list[Table]:
             columns = in_order(zip(frame["dataset"], frame["label_mode"]))
             columns = sorted(columns, key=lambda c: in_order(frame["dataset"]).index(c[0]))
             groups, leaves = _grouped_headers(columns, dataset_label)
-            rows = _clone_rows(summary, ctx, order_defenses(frame["defense"]), columns, {"attack": attack, "arch": arch}, "dataset")
+            rows, skip = clone.rows(ctx, order_defenses(frame["defense"]), columns, {"attack": attack, "arch": arch}, "dataset")
             bound = label_only_note([attack]) if "hard" in set(frame["label_mode"]) else ""
             out.append(Table(slug("clone", attack, arch), f"{attack_label(attack)} ({arch})",
                              f"{attack_label(attack)} attack ({arch}): clone accuracy (%) and relative "
                              f"performance (clone / benign accuracy) on the victim's test set. Lower is a better defense; "
-                             f"the lowest clone accuracy per column among the defenses that kept their benign accuracy is "
-                             f"in bold.{bound}{seeds_note(frame)}{ctx.notes()}",
-                             ["Defense"] + leaves, rows, groups, wide=len(leaves) > 4))
+                             f"bold: the best per column among the defenses that kept their benign accuracy, when "
+                             f"separable from another.{bound}{seeds_note(frame)}{clone.note(bool(skip))}{ctx.notes()}",
+                             ["Defense"] + _mark_leaves(leaves, skip), rows, groups, wide=len(leaves) > 4))
     return out
 
 
@@ -104,7 +138,7 @@ def other_defense_tables(tables: RunTables, ctx: Context) -> list[Table]:
     others = [d for d in order_defenses(results["defense"]) if not is_paper_defense(d)]
     if not others:
         return []
-    summary = summarise(results)
+    clone = CloneColumns(tables)
     out = []
     for dataset in in_order(results["dataset"]):
         for arch in in_order(results["arch"]):
@@ -118,14 +152,51 @@ def other_defense_tables(tables: RunTables, ctx: Context) -> list[Table]:
             attacks = order_attacks(frame["attack"])
             columns = sorted(in_order(zip(frame["attack"], frame["label_mode"])), key=lambda c: attacks.index(c[0]))
             groups, leaves = _grouped_headers(columns, attack_label)
-            rows = _clone_rows(summary, ctx, defenses, columns, {"dataset": dataset, "arch": arch}, "attack")
+            rows, skip = clone.rows(ctx, defenses, columns, {"dataset": dataset, "arch": arch}, "attack")
             out.append(Table(slug("other", dataset, arch), f"Further defenses on {dataset_label(dataset)} ({arch})",
                              f"Defenses beyond the paper's main table (e.g. InI ablations) on {dataset_label(dataset)} "
                              f"({arch}), next to Vanilla and InI: clone accuracy (%) and relative performance. "
-                             f"Lower is better; the lowest per column among the eligible defenses is in bold."
-                             f"{seeds_note(frame)}{ctx.notes()}",
-                             ["Defense"] + leaves, rows, groups, wide=len(leaves) > 4))
+                             f"Lower is better; bold: the best per column among the eligible defenses, when separable from another."
+                             f"{seeds_note(frame)}{clone.note(bool(skip))}{ctx.notes()}",
+                             ["Defense"] + _mark_leaves(leaves, skip), rows, groups, wide=len(leaves) > 4))
     return out
+
+
+def _versus(r) -> Cell:
+    """``-8.12 [-12.01, -4.23]``: the worst case minus Vanilla's, with its 95% interval (none with one seed)."""
+    if not finite(r.vs_reference):
+        return Cell.empty()
+    text = f"{r.vs_reference:+.2f}"
+    if finite(r.vs_reference_low):
+        text += f" [{r.vs_reference_low:+.2f}, {r.vs_reference_high:+.2f}]"
+    return Cell(text.replace("-", "−"), text.replace("-", "$-$"), float(r.vs_reference))
+
+
+def _worst_clone(r) -> Cell:
+    if r.settings_finished == 0:
+        return Cell.pending() if not r.complete and r.settings_total else Cell.failed()
+    text, latex = fmt_value(r.clone_mean, r.clone_ci)
+    if finite(r.rel_mean):
+        text, latex = f"{text} ({r.rel_mean:.2f}×)", f"{latex} ({r.rel_mean:.2f}$\\times$)"
+    if not r.complete:  # pending or failed settings might still beat it
+        text, latex = f"≥{text}", f"$\\geq${latex}"
+    return Cell(text, latex, round(float(r.clone_mean), 2), bold=bool(r.best), eligible=r.standing == verdict.RANKED and r.complete)
+
+
+def _worst_caption(group: pd.DataFrame, scope: pd.DataFrame, where: str, ctx: Context, attacks: list[str]) -> str:
+    collapsed = (group["standing"] == verdict.COLLAPSED).any()
+    return (f"Worst case over every attack and label mode on {where}: per defense, the highest mean clone accuracy (%) over "
+            f"seeds with its relative performance, the seeds behind it (n), its difference from Vanilla's worst case "
+            f"with the 95% interval of the difference, and the attack that achieved it. Ranked: defenses within "
+            f"{points(ctx.tolerance)} of Vanilla's benign accuracy; rank = 1 + the defenses significantly lower (=k: "
+            f"shared); bold: best, separable from another ranked defense, every attack setting finished."
+            + (f" {COLLAPSED_MARK}: collapsed victim (benign accuracy more than {points(ctx.tolerance)} below Vanilla's)." if collapsed else "")
+            + (" ≥: some attack settings are pending or failed, so the worst case may be higher."
+               if (~group["complete"].astype(bool)).any() else "")
+            + (f" {UNINFORMATIVE_MARK}: the attack is uninformative (it steals little even from Vanilla)."
+               if group["uninformative"].astype(bool).any() else "")
+            + f"{label_only_note(attacks) if 'hard' in set(scope['label_mode']) else ''}{seeds_note(scope)}"
+            + (f" {ctx.progress.sentence()}" if ctx.progress.partial else ""))
 
 
 def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
@@ -140,48 +211,25 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
         budget = f", budget {fmt_budget(key[2])} queries" if split else ""
         rows = []
         for r in group.itertuples():
-            rank = str(r.rank) if not pd.isna(r.rank) else {"reference": "ref.", "collapsed": COLLAPSED_MARK}.get(r.standing, "")
+            rank = (("=" if r.tied else "") + str(r.rank) if not pd.isna(r.rank)
+                    else {"reference": "ref.", "collapsed": COLLAPSED_MARK}.get(r.standing, ""))
             benign = accuracy_cell(r.benign_mean, r.benign_ci, 1 if finite(r.benign_mean) else 0,
                                    0 if finite(r.benign_mean) else 1)
             if r.standing == verdict.COLLAPSED:
                 mark_collapsed(benign)
-            if r.settings_finished == 0:
-                clone = Cell.pending() if not r.complete and r.settings_total else Cell.failed()
-                attack = Cell.empty()
-            else:
-                text, latex = fmt_value(r.clone_mean, r.clone_ci)
-                if finite(r.rel_mean):
-                    text, latex = f"{text}({r.rel_mean:.2f}×)", f"{latex}({r.rel_mean:.2f}$\\times$)"
-                if not r.complete:  # pending or failed settings might still beat it
-                    text, latex = f"≥{text}", f"$\\geq${latex}"
-                # "best" needs the whole battery: a worst case with settings pending or failed may still rise
-                clone = Cell(text, latex, round(float(r.clone_mean), 2), eligible=r.standing == verdict.RANKED and r.complete)
-                attack = Cell.label(f"{attack_label(r.attack)} {mode_label(r.label_mode)}")
+            attack = Cell.empty() if r.settings_finished == 0 else Cell.label(
+                f"{attack_label(r.attack)} {mode_label(r.label_mode)}" + (f" {UNINFORMATIVE_MARK}" if r.uninformative else ""))
+            n = Cell(str(r.n), str(r.n), float(r.n)) if r.n else Cell.empty()
             settings = Cell(f"{r.settings_finished}/{r.settings_total}", f"{r.settings_finished}/{r.settings_total}",
                             float(r.settings_finished))
-            rows.append([Cell.label(defense_label(r.defense)), Cell.label(rank), benign, clone, attack, settings])
-        ranked = [row[3] for row in rows if row[3].eligible and isinstance(row[3].sort, float)]
-        if ranked and len([row for row in rows if isinstance(row[3].sort, float)]) >= 2:
-            best = min(c.sort for c in ranked)
-            for c in ranked:
-                c.bold = c.sort == best
-        attacks = in_order(tables.results.loc[(tables.results["dataset"] == dataset) & (tables.results["arch"] == arch), "attack"])
-        hard = set(tables.results.loc[(tables.results["dataset"] == dataset) & (tables.results["arch"] == arch), "label_mode"])
+            rows.append([Cell.label(defense_label(r.defense)), Cell.label(rank), benign, _worst_clone(r), n, _versus(r),
+                         attack, settings])
         scope = tables.results[(tables.results["dataset"] == dataset) & (tables.results["arch"] == arch)]
-        out.append(Table(slug("worst", dataset, arch, *(key[2:] if split else [])),
-                         f"Worst case on {dataset_label(dataset)} ({arch}{budget})",
-                         f"Worst case over every attack and label mode of the runs on {dataset_label(dataset)} ({arch}{budget}): "
-                         f"for each defense, the highest clone accuracy (%) and its relative performance, the attack setting "
-                         f"that achieved it, and how many of the attack settings finished. Leaderboard order: defenses whose "
-                         f"benign accuracy stays within {points(ctx.tolerance)} of Vanilla's, lowest worst case first (the "
-                         f"best in bold, once all its attack settings finished), then Vanilla as the reference"
-                         + (f", then collapsed victims ({COLLAPSED_MARK}: benign accuracy more than {points(ctx.tolerance)} "
-                            f"below Vanilla's)" if (group["standing"] == verdict.COLLAPSED).any() else "") + "."
-                         + (" ≥: some attack settings are pending or failed, so the worst case may be higher."
-                            if (~group["complete"].astype(bool)).any() else "")
-                         + f"{label_only_note(attacks) if 'hard' in hard else ''}{seeds_note(scope)}"
-                         + (f" {ctx.progress.sentence()}" if ctx.progress.partial else ""),
-                         ["Defense", "Rank", "Benign acc.", "Worst-case clone acc.", "Attack", "Settings done"], rows))
+        where = f"{dataset_label(dataset)} ({arch}{budget})"
+        out.append(Table(slug("worst", dataset, arch, *(key[2:] if split else [])), f"Worst case on {where}",
+                         _worst_caption(group, scope, where, ctx, in_order(scope["attack"])),
+                         ["Defense", "Rank", "Benign acc.", "Worst-case clone acc.", "n", "vs. Vanilla", "Attack",
+                          "Settings done"], rows, wide=True))
     return out
 
 

@@ -3,7 +3,8 @@
 One module per figure family (``accuracy``, ``inference``, ``tradeoff``, ``curves``) over the
 shared ``style``. A victim whose benign accuracy collapsed (more than the tolerance below
 Vanilla's) is marked in every figure: hatched bars, ``†`` in the heat map, hollow points in a
-shaded band, dashed curves. Error bars and bands are 95% confidence intervals of the mean over
+shaded band, dashed curves. An uninformative attack setting (``informative``) is greyed: faded bars
+and points, a veiled heat-map row, faded curves, each marked ``°``. Error bars and bands are 95% confidence intervals of the mean over
 seeds (Student t). Each figure function returns None when its table is absent or empty, and the
 figure is skipped.
 """
@@ -18,12 +19,16 @@ from msbench.report.figures.style import COLUMN_WIDTH, SPARE_COLOURS, TEXT_WIDTH
 from msbench.report.figures.tradeoff import sweep_tradeoff, tradeoff
 from msbench.report.labels import split_variant
 from msbench.report.runs import RunTables
-from msbench.report.stats import benign_check, collapsed_victims
+from msbench.report.informative import uninformative_settings
+from msbench.report.stats import benign_check, collapsed_victims, summarise
 
 
 def _marks(tables: RunTables) -> dict:
-    """What every figure marks: the collapsed victims and the tolerance behind them."""
-    return {"collapsed": collapsed_victims(tables.results, tables.tolerance), "tolerance": tables.tolerance}
+    """What every figure marks: the collapsed victims and the tolerance behind them, and the attack
+    settings (dataset, arch, attack, label mode) that are uninformative (greyed)."""
+    flags = uninformative_settings(summarise(tables.results), tables.uninformative_below)
+    return {"collapsed": collapsed_victims(tables.results, tables.tolerance), "tolerance": tables.tolerance,
+            "uninformative": {key[:4] for key in flags}}
 
 
 def _references(tables: RunTables) -> dict:

@@ -9,17 +9,18 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from msbench.report.cell import COLLAPSED_MARK
-from msbench.report.figures.style import (COLUMN_WIDTH, TEXT_WIDTH, collapsed_note, defense_handles, figure_width, finished,
-                                          legend, legend_columns, mean_ci, paper_style)
+from msbench.report.cell import COLLAPSED_MARK, UNINFORMATIVE_MARK
+from msbench.report.figures.style import (COLUMN_WIDTH, FADED, TEXT_WIDTH, collapsed_note, defense_handles, figure_width,
+                                          finished, legend, legend_columns, mean_ci, paper_style, uninformative_note)
 from msbench.report.labels import attack_label, dataset_label, defense_label, in_order, order_attacks, order_defenses
 from msbench.report.stats import summarise
 
 
 def clone_accuracy(results: pd.DataFrame, palette: dict[str, str], collapsed: set = frozenset(),
-                   tolerance: float = 1.0) -> Figure | None:
+                   tolerance: float = 1.0, uninformative: set = frozenset()) -> Figure | None:
     """Bars of clone accuracy per defense (95% CI over seeds), grouped by label mode; one panel per
-    (attack, arch) x dataset. A collapsed victim's bar is hatched."""
+    (attack, arch) x dataset. A collapsed victim's bar is hatched; an uninformative setting's bars are
+    faded and its label mode marked."""
     ok = finished(results)
     if ok.empty:
         return None
@@ -48,10 +49,13 @@ def clone_accuracy(results: pd.DataFrame, palette: dict[str, str], collapsed: se
                     means = np.array([s[0] for s in stats])
                     errs = np.array([s[1] if np.isfinite(s[1]) else 0.0 for s in stats])
                     hatch = "////" if (dataset, arch, defense) in collapsed else None
-                    ax.bar(xs, means, bar, color=palette[defense], edgecolor="#333333", linewidth=0.3, hatch=hatch)
+                    faded = [FADED if (dataset, arch, attack, m) in uninformative else 1.0 for m in modes]
+                    for x, mean, alpha in zip(xs, means, faded):
+                        ax.bar(x, mean, bar, color=palette[defense], edgecolor="#333333", linewidth=0.3, hatch=hatch, alpha=alpha)
                     if errs.any():
                         ax.errorbar(xs, means, yerr=errs, fmt="none", ecolor="#222222", elinewidth=0.6, capsize=1.2)
-                ax.set_xticks(range(len(modes)), modes)
+                ax.set_xticks(range(len(modes)), [f"{m} {UNINFORMATIVE_MARK}" if (dataset, arch, attack, m) in uninformative else m
+                                                  for m in modes])
                 ax.set_title(dataset_label(dataset) if i == 0 else "")
                 ax.set_ylabel(f"{attack_label(attack)}{f' · {arch}' if several_archs else ''}\nclone acc. (%)" if j == 0 else "",
                               wrap=True)
@@ -61,13 +65,17 @@ def clone_accuracy(results: pd.DataFrame, palette: dict[str, str], collapsed: se
         if collapsed & {(d, a, f) for d, a, f in zip(ok["dataset"], ok["arch"], ok["defense"])}:
             handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="////", linewidth=0.4,
                                  label=collapsed_note(collapsed, tolerance)))
+        if uninformative & set(zip(ok["dataset"], ok["arch"], ok["attack"], ok["label_mode"])):
+            handles.append(Patch(facecolor="#999999", alpha=FADED, edgecolor="none", label=uninformative_note()))
         legend(fig, handles, legend_columns(width))
     return fig
 
 
-def relative_heatmap(results: pd.DataFrame, collapsed: set = frozenset(), tolerance: float = 1.0) -> Figure | None:
+def relative_heatmap(results: pd.DataFrame, collapsed: set = frozenset(), tolerance: float = 1.0,
+                     uninformative: set = frozenset()) -> Figure | None:
     """Relative performance (clone / benign accuracy): one panel per (dataset, arch), rows attack x label
-    mode, columns defenses, one colour scale. ``†`` marks a collapsed victim's cells."""
+    mode, columns defenses, one colour scale. ``†`` marks a collapsed victim's cells; an uninformative
+    setting's row is veiled in white and its label marked."""
     summary = summarise(results)
     summary = summary[summary["n_ok"] > 0]
     if summary.empty:
@@ -96,7 +104,11 @@ def relative_heatmap(results: pd.DataFrame, collapsed: set = frozenset(), tolera
                 if text:
                     ax.text(j, i, text, ha="center", va="center", fontsize=5.8,
                             color="black" if grid[i, j] > 0.55 * vmax else "white")
-            ax.set_yticks(range(len(rows)), [f"{attack_label(a)} {m}" for a, m in rows], fontsize=6.5)
+            useless = [i for i, (a, m) in enumerate(rows) if (dataset, arch, a, m) in uninformative]
+            for i in useless:
+                ax.axhspan(i - 0.5, i + 0.5, color="white", alpha=1 - FADED, linewidth=0, zorder=2)
+            ax.set_yticks(range(len(rows)), [f"{attack_label(a)} {m}" + (f" {UNINFORMATIVE_MARK}" if i in useless else "")
+                                             for i, (a, m) in enumerate(rows)], fontsize=6.5)
             ax.set_xticks(range(len(defenses)), [defense_label(d) for d in defenses], rotation=40, ha="right",
                           rotation_mode="anchor", fontsize=6.5)
             ax.set_xticks(np.arange(len(defenses) + 1) - 0.5, minor=True)
@@ -108,8 +120,9 @@ def relative_heatmap(results: pd.DataFrame, collapsed: set = frozenset(), tolera
             ax.set_title(dataset_label(dataset) + (f" · {arch}" if len(archs) > 1 else ""), fontsize=7.5)
         bar = fig.colorbar(image, ax=list(axes), orientation="horizontal", location="bottom", shrink=0.7, aspect=35, pad=0.02)
         shown = collapsed & set(zip(summary["dataset"], summary["arch"], summary["defense"]))
+        greyed = uninformative & set(zip(summary["dataset"], summary["arch"], summary["attack"], summary["label_mode"]))
         bar.set_label("relative performance (clone / benign accuracy; lower is better)"
-                      + (f"\n{COLLAPSED_MARK} collapsed: benign acc. > {tolerance:g} points below Vanilla's" if shown else ""),
-                      fontsize=6.5)
+                      + (f"\n{COLLAPSED_MARK} collapsed: benign acc. > {tolerance:g} points below Vanilla's" if shown else "")
+                      + (f"\n{uninformative_note()}" if greyed else ""), fontsize=6.5)
         bar.ax.tick_params(labelsize=6)
     return fig

@@ -12,7 +12,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from msbench.report.figures.style import collapsed_note, defense_handles, figure_width, legend, legend_columns, mean_ci, paper_style
+from msbench.report.cell import UNINFORMATIVE_MARK
+from msbench.report.figures.style import (FADED, collapsed_note, defense_handles, figure_width, legend, legend_columns, mean_ci,
+                                          paper_style, uninformative_note)
 from msbench.report.labels import attack_label, dataset_label, in_order, order_attacks, order_defenses
 
 
@@ -38,7 +40,7 @@ def _compact_count(value: float, _pos=None) -> str:
 
 
 def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = frozenset(),
-           tolerance: float = 1.0) -> Figure | None:
+           tolerance: float = 1.0, uninformative: set = frozenset()) -> Figure | None:
     """Clone accuracy against queries for every attack that reported points (mean and 95% CI band over seeds);
     one row per (attack, label mode, arch), one column per dataset. None unless some curve has two points."""
     if curve_table.empty:
@@ -63,6 +65,7 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = 
                 if frame.empty:
                     ax.set_axis_off()
                     continue
+                alpha = FADED if (dataset, arch, attack, mode) in uninformative else 1.0
                 for defense in [d for d in defenses if d in set(frame["defense"])]:
                     points = frame[frame["defense"] == defense].groupby("queries")["clone_acc"]
                     queries = np.array(sorted(points.groups), dtype=float)
@@ -70,10 +73,13 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = 
                     mean = np.array([s[0] for s in stats])
                     ci = np.array([s[1] for s in stats])
                     style = "--" if (dataset, arch, defense) in collapsed else "-"
-                    ax.plot(queries, mean, style, color=palette[defense], marker="o", markersize=2.2, linewidth=1.0)
+                    ax.plot(queries, mean, style, color=palette[defense], marker="o", markersize=2.2, linewidth=1.0, alpha=alpha)
                     if np.isfinite(ci).any():
                         ax.fill_between(queries, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), color=palette[defense],
-                                        alpha=0.15, linewidth=0)
+                                        alpha=0.15 * alpha, linewidth=0)
+                if alpha < 1:
+                    ax.text(0.02, 0.96, f"{UNINFORMATIVE_MARK} uninformative", transform=ax.transAxes, ha="left", va="top",
+                            fontsize=6, color="#555555")
                 low, high = float(frame["queries"].min()), float(frame["queries"].max())
                 if high >= 20 * max(1.0, low):
                     ax.set_xscale("log")
@@ -88,5 +94,7 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = 
         shown = collapsed & {(d, a, f) for d, a, f in zip(curve_table["dataset"], curve_table["arch"], curve_table["defense"])}
         if shown:
             handles.append(Line2D([], [], linestyle="--", color="#333333", label=collapsed_note(shown, tolerance)))
+        if uninformative & set(zip(curve_table["dataset"], curve_table["arch"], curve_table["attack"], curve_table["label_mode"])):
+            handles.append(Line2D([], [], color="#999999", alpha=FADED, label=uninformative_note()))
         legend(fig, handles, legend_columns(width))
     return fig

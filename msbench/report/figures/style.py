@@ -20,7 +20,7 @@ from matplotlib.patches import Patch
 from msbench.defenses import OutputDefense
 from msbench.io import write_atomic
 from msbench.registry import DEFENSES
-from msbench.report.cell import COLLAPSED_MARK
+from msbench.report.cell import COLLAPSED_MARK, UNINFORMATIVE_MARK
 from msbench.report.labels import defense_label, order_defenses, plugin_class, split_variant
 from msbench.report.stats import ci95
 
@@ -98,6 +98,15 @@ def finished(results: pd.DataFrame) -> pd.DataFrame:
 def mean_ci(values) -> tuple[float, float]:
     values = pd.Series(values, dtype=float).dropna()
     return (float(values.mean()) if len(values) else float("nan")), ci95(values)
+
+
+FADED = 0.3
+"""Opacity of what an uninformative attack setting draws: visible, plainly not a verdict."""
+
+
+def uninformative_note() -> str:
+    """The legend entry of a greyed (uninformative) attack setting."""
+    return f"{UNINFORMATIVE_MARK} faded: uninformative attack (steals little even from Vanilla)"
 
 
 def collapsed_note(collapsed: set, tolerance: float) -> str:

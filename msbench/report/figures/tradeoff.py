@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from msbench.report.cell import COLLAPSED_MARK
-from msbench.report.figures.style import (COLUMN_WIDTH, defense_handles, figure_width, legend, legend_columns,
+from msbench.report.figures.style import (COLUMN_WIDTH, FADED, defense_handles, figure_width, legend, legend_columns,
                                           paper_style)
 from msbench.report.labels import attack_label, dataset_label, in_order, order_attacks, order_defenses
 from msbench.report.stats import summarise
@@ -23,6 +23,7 @@ MARKERS = ["o", "^", "D", "v", "P", "X", "*", "h"]
 
 
 def tradeoff(results: pd.DataFrame, palette: dict[str, str], collapsed: set = frozenset(), tolerance: float = 1.0,
+             uninformative: set = frozenset(),
              reference: dict | None = None) -> Figure | None:
     """Benign accuracy (x) against clone accuracy (y), one point per defense and attack setting; one panel per
     dataset (and arch). Down and right is a better defense. Colour: defense; shape: attack; filled: soft
@@ -67,7 +68,8 @@ def tradeoff(results: pd.DataFrame, palette: dict[str, str], collapsed: set = fr
                 if x < edge:  # far off to the left: pinned to the edge as a left-pointing triangle
                     x, marker = edge, "<"
                 filled = len(modes) == 1 or row["label_mode"] == modes[0]
-                ax.scatter(x, row["clone_mean"], s=22, marker=marker, linewidth=0.9, zorder=3,
+                faded = (dataset, row["arch"], row["attack"], row["label_mode"]) in uninformative
+                ax.scatter(x, row["clone_mean"], s=22, marker=marker, linewidth=0.9, zorder=3, alpha=FADED if faded else 1.0,
                            facecolor=colour if filled else "white", edgecolor="#333333" if filled else colour)
             if not off.empty:
                 n = off["defense"].nunique()
