@@ -413,3 +413,27 @@ def test_marked_and_partial_tables_compile(full, tmp_path):
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stdout[-3000:]
         assert "Unicode character" not in done.stdout
+
+
+def test_a_combined_report_keeps_every_mark_rank_and_bold_of_the_single_run(tmp_path):
+    """A run holding a collapsed defense merged with another run's Vanilla (other settings): every
+    defense is still judged against its own run's Vanilla, with the same collapse mark, rank and bold."""
+    single = full_run(tmp_path / "a", name="a", datasets=("mnist", "fashionmnist"), seeds=(0, 1, 2))
+    other, _ = full_results(datasets=("mnist", "fashionmnist"), defenses=("vanilla",), seeds=(0,), seed=9, tag="b-")
+    suite = suite_json("b", ["mnist", "fashionmnist"], ["vanilla"], ["knockoff", "jbda"], ["soft", "hard"], [0])
+    suite["run"]["train_subset"] = 3000  # a smaller victim (a smoke run, say): its Vanilla is not run a's
+    smoke = write_run(tmp_path / "b", other, suite=suite)
+    alone = worst_case(load_runs(single)).set_index(["dataset", "defense"])
+    merged = load_runs([single, smoke])
+    assert {"vanilla@a", "vanilla@b", "ini@a", "mad@a"} <= set(merged.results["defense"])
+    together = worst_case(merged)
+    together = together[together["defense"].str.endswith("@a")].assign(defense=lambda f: f["defense"].str.removesuffix("@a"))
+    together = together.set_index(["dataset", "defense"])
+    columns = ["standing", "rank", "tied", "best", "n", "clone_mean", "benign_drop"]
+    pd.testing.assert_frame_equal(together.loc[alone.index, columns], alone[columns])
+    assert (alone["standing"] == "collapsed").any() and alone["best"].any()
+    tex_alone = parse_tables((render_report(single, out=tmp_path / "r1", formats="latex") / "tables.tex").read_text())
+    tex_merged = parse_tables((render_report([single, smoke], out=tmp_path / "r2", formats="latex") / "tables.tex").read_text())
+    for table in ("worst-mnist-smallcnn", "worst-fashionmnist-smallcnn"):
+        rows = {label.removesuffix(" (a)"): cells for label, cells in tex_merged[table]["rows"].items() if label.endswith(" (a)")}
+        assert rows == tex_alone[table]["rows"]

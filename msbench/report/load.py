@@ -17,7 +17,8 @@ import pandas as pd
 from msbench.cells import digest
 from msbench.defenses import OutputDefense
 from msbench.registry import DEFENSES
-from msbench.report.labels import VARIANT, plugin_class, attack_label, dataset_label, defense_label, in_order, mode_label
+from msbench.report.labels import (VARIANT, attack_label, dataset_label, defense_label, in_order, is_reference, mode_label,
+                                   order_defenses, plugin_class)
 from msbench.report.runs import KEY, PENDING, TIMING_COLUMNS, RunTables
 from msbench.report.headline import verdict_sentences
 from msbench.report.verdict import per_attack, worst_case
@@ -94,6 +95,16 @@ def _keep_apart(results: pd.DataFrame, names: dict[str, str]) -> tuple[pd.DataFr
         reasons.append(f"{defense_label(defense)} on {dataset_label(dataset)} ({arch}) differs in settings between runs "
                        f"{', '.join(shown)} (e.g. {attack_label(attack)} {mode_label(mode)}); shown apart by run name")
         renamed |= {(r, dataset, arch, defense) for r in runs}
+    # a defense is judged against its own run's Vanilla: where that Vanilla is kept apart, so is
+    # every defense of the run on that dataset and arch (else it would have no reference at all)
+    references = {(r, dataset, arch) for r, dataset, arch, defense in renamed if is_reference(defense)}
+    for run, dataset, arch in sorted(references):
+        others = set(results.loc[(results["run"] == run) & (results["dataset"] == dataset) & (results["arch"] == arch), "defense"])
+        followers = {d for d in others if (run, dataset, arch, d) not in renamed}
+        if followers:
+            reasons.append(f"{', '.join(defense_label(d) for d in order_defenses(followers))} on {dataset_label(dataset)} "
+                           f"({arch}) compared with the Vanilla of run {names[run]}, shown with its name")
+            renamed |= {(run, dataset, arch, d) for d in followers}
     if renamed:
         def rename(row):
             return f"{row['defense']}{VARIANT}{names[row['run']]}" if (row["run"], row["dataset"], row["arch"], row["defense"]) in renamed else row["defense"]
