@@ -3,20 +3,26 @@
 Each of ``budget // copies`` distinct surrogate images x is sent ``copies`` times, each copy
 perturbed independently, and the clone trains on x with the mean of the answers:
 
-    x'_j = clamp(shift_j(x) + sigma * n_j, 0, 1),  n_j ~ N(0, I),   j = 1..copies
-    answer(x) = (1 / copies) * sum_j oracle(x'_j)
+    answer(x) = (1 / copies) * sum_j oracle(perturb_j(x)),   j = 1..copies
 
-``shift_j`` moves the image by a random whole number of pixels in [-shift, shift] on each axis
-(zero padding); ``shift = 0`` (default) is noise only. Every copy is one answered query, so the
-attack labels ``budget // copies`` distinct images; a remainder of fewer than ``copies`` queries is
-left unspent (the record's notes say so).
+Every copy is one answered query (the defender answers each), so the attack labels
+``budget // copies`` distinct images; a remainder of fewer than ``copies`` queries is left unspent
+(the record's notes say so). The InI code's KnockoffNets counts each image once, not each copy;
+msbench counts what the API answers.
+
+``perturbation = "affine"`` (default) is the InI code's (``src/attacks/knockoffnets/knockoff.py``,
+``adaptive_pred``, 5 copies): torchvision's ``RandomAffine(15, translate=(0.1, 0.1), scale=(0.9,
+1.0), shear=0.1)`` (nearest-neighbour, zero fill) then ``ColorJitter(0.1, 0.1, 0.1, 0.1)``
+(brightness, contrast, saturation and hue in a random order; saturation and hue leave a greyscale
+image unchanged). Every parameter is drawn from the attack's own generator, so a cell reproduces.
+``perturbation = "gaussian"`` adds pixel noise of standard deviation ``sigma`` (of the [0, 1] range)
+after a random whole-pixel translation of at most ``shift`` pixels (zero padding).
 
 Why: a defense whose answer depends on per-query randomness, or on which side of a boundary in
 input space a query lands (EDM's hash routing picks the ensemble member from the input), gives
-each copy a different distortion; the mean cancels part of it. The InI code's KnockoffNets has
-this mode with 5 perturbed copies averaged (the default here); ModelGuard's "smoothing" attacker
-uses 3 augmented copies. The perturbation's form and size are not fixed by either: Gaussian pixel
-noise of standard deviation ``sigma = 0.05`` (of the [0, 1] range) is this implementation's choice.
+each copy a different distortion; the mean cancels part of it. Small pixel noise rarely moves an
+input to another EDM member, a rotation, translation or rescaling does. ModelGuard's "smoothing"
+attacker uses 3 augmented copies.
 
 Hard labels: each copy answers a one-hot, so the mean is the vote share of each class and the
 clone trains on its top-1 (the majority vote; ties go to the lowest class index).
@@ -25,9 +31,12 @@ The clone trains on the clean, unperturbed images, as KnockoffNets does, with th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Literal
 
 import torch
 from torch import nn
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 from msbench.attacks.base import Attack, AttackContext, oracle_targets, training_targets
 from msbench.oracle import Oracle
@@ -35,8 +44,62 @@ from msbench.registry import register_attack
 from msbench.training import fit
 
 
-def perturbed_copies(images: torch.Tensor, copies: int, sigma: float, shift: int, generator: torch.Generator) -> torch.Tensor:
-    """``copies`` perturbed versions of each float image, copy-major: row ``j * N + i`` is copy j of image i."""
+DEGREES, TRANSLATE, SCALE, SHEAR, JITTER = 15.0, 0.1, (0.9, 1.0), 0.1, 0.1
+"""The InI code's RandomAffine(DEGREES, translate=(TRANSLATE, TRANSLATE), scale=SCALE, shear=SHEAR) and ColorJitter(JITTER x 4)."""
+
+
+@dataclass(frozen=True)
+class AffineDraw:
+    """One copy's perturbation: RandomAffine's parameters (as ``RandomAffine.get_params`` draws them:
+    whole-pixel translation, shear along x only) and ColorJitter's order and factors."""
+
+    angle: float
+    translate: tuple[int, int]  # (dx, dy) in pixels
+    scale: float
+    shear: float  # degrees, along x
+    order: tuple[int, ...]  # 0 brightness, 1 contrast, 2 saturation, 3 hue
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+
+    @classmethod
+    def sample(cls, height: int, width: int, generator: torch.Generator) -> "AffineDraw":
+        u = torch.rand(9, generator=generator, dtype=torch.float64).tolist()
+        between = lambda r, lo, hi: lo + (hi - lo) * r  # noqa: E731
+        order = tuple(torch.randperm(4, generator=generator).tolist())
+        return cls(between(u[0], -DEGREES, DEGREES),
+                   (round(between(u[1], -TRANSLATE * width, TRANSLATE * width)), round(between(u[2], -TRANSLATE * height, TRANSLATE * height))),
+                   between(u[3], *SCALE), between(u[4], -SHEAR, SHEAR), order, between(u[5], 1 - JITTER, 1 + JITTER),
+                   between(u[6], 1 - JITTER, 1 + JITTER), between(u[7], 1 - JITTER, 1 + JITTER), between(u[8], -JITTER, JITTER))
+
+    def apply(self, image: torch.Tensor) -> torch.Tensor:
+        """The perturbed copy of one float image (C, H, W) in [0, 1]."""
+        out = TF.affine(image, angle=self.angle, translate=list(self.translate), scale=self.scale, shear=[self.shear, 0.0],
+                        interpolation=InterpolationMode.NEAREST, fill=0.0)
+        colour = image.shape[0] == 3  # saturation and hue are the identity on a greyscale image
+        for op in self.order:
+            if op == 0:
+                out = TF.adjust_brightness(out, self.brightness)
+            elif op == 1:
+                out = TF.adjust_contrast(out, self.contrast)
+            elif op == 2 and colour:
+                out = TF.adjust_saturation(out, self.saturation)
+            elif op == 3 and colour:
+                out = TF.adjust_hue(out, self.hue)
+        return out.clamp(0.0, 1.0)
+
+
+def affine_copies(images: torch.Tensor, copies: int, generator: torch.Generator) -> torch.Tensor:
+    """``copies`` versions of each float image under the InI code's affine and colour perturbation, copy-major."""
+    batch = images.repeat(copies, 1, 1, 1)
+    _, _, h, w = batch.shape
+    return torch.stack([AffineDraw.sample(h, w, generator).apply(image) for image in batch])
+
+
+def gaussian_copies(images: torch.Tensor, copies: int, sigma: float, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """``copies`` versions of each float image with Gaussian pixel noise after a random translation,
+    copy-major: row ``j * N + i`` is copy j of image i."""
     batch = images.repeat(copies, 1, 1, 1)
     if shift > 0:
         n, _, h, w = batch.shape
@@ -51,13 +114,14 @@ def perturbed_copies(images: torch.Tensor, copies: int, sigma: float, shift: int
     return batch.clamp(0.0, 1.0)
 
 
-def averaged_answers(oracle: Oracle, images: torch.Tensor, copies: int, sigma: float, shift: int,
-                     generator: torch.Generator, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """The mean oracle answer over ``copies`` perturbed copies of each uint8 image; costs ``copies * len(images)`` queries."""
+def averaged_answers(oracle: Oracle, images: torch.Tensor, copies: int, perturb: Callable[[torch.Tensor, int], torch.Tensor],
+                     device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """The mean oracle answer over ``copies`` perturbed copies of each uint8 image (``perturb(float images,
+    copies)`` makes them, copy-major); costs ``copies * len(images)`` queries."""
     means = []
     for start in range(0, len(images), batch_size):
         clean = images[start:start + batch_size].float().div(255.0)
-        answers = oracle_targets(oracle, perturbed_copies(clean, copies, sigma, shift, generator), device)
+        answers = oracle_targets(oracle, perturb(clean, copies), device)
         means.append(answers.view(copies, len(clean), -1).mean(dim=0))
     return torch.cat(means)
 
@@ -74,8 +138,9 @@ class KnockoffAveraged(Attack):
     class Config:
         budget: int = 50000  # answered queries, every copy counted
         copies: int = 5  # n perturbed copies per image (the InI code's 5)
-        sigma: float = 0.05  # std of the Gaussian pixel noise, in [0, 1] units
-        shift: int = 0  # largest random translation in pixels (0: none)
+        perturbation: Literal["affine", "gaussian"] = "affine"  # the InI code's affine + colour jitter, or pixel noise
+        sigma: float = 0.05  # gaussian: std of the pixel noise, in [0, 1] units
+        shift: int = 0  # gaussian: largest random translation in pixels (0: none)
         curve: list[int] = field(default_factory=list)  # smaller budgets (queries) for intermediate clones
 
     @staticmethod
@@ -103,8 +168,11 @@ class KnockoffAveraged(Attack):
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed_for("knockoff-avg.queries")))[:distinct]
         queries = pool.images[order]
         noise = torch.Generator().manual_seed(ctx.seed_for("knockoff-avg.perturbations"))
-        targets = training_targets(averaged_answers(oracle, queries, config.copies, config.sigma, config.shift, noise,
-                                                    ctx.device), oracle.label_mode)
+        if config.perturbation == "affine":
+            perturb = lambda x, copies: affine_copies(x, copies, noise)  # noqa: E731
+        else:
+            perturb = lambda x, copies: gaussian_copies(x, copies, config.sigma, config.shift, noise)  # noqa: E731
+        targets = training_targets(averaged_answers(oracle, queries, config.copies, perturb, ctx.device), oracle.label_mode)
         for size in sorted(s for s in config.curve if s < distinct * config.copies):
             images = size // config.copies
             if images == 0:
