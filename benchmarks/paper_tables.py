@@ -249,7 +249,8 @@ def training_cost(run: Run) -> str:
 def worst_case_over_seeds(*paths: Path) -> str:
     """The report's verdict over every seed of the runs, per label mode: each defense's worst case (the
     attack of highest mean clone accuracy) as mean [95% interval], n and its rank by the report's tests
-    (=k: defenses that cannot be separated share a rank; † collapsed, not ranked)."""
+    (=k: defenses that cannot be separated share a rank; ~ indicative, a comparison without a test;
+    † collapsed, not ranked)."""
     tables = load_runs([p.parent for p in paths])
     frames = {mode: report_worst_case(tables, label_mode=mode).set_index(["dataset", "defense"]) for mode in MODES}
     header = ["Defense"] + [f"{DATASETS[d]} {mode}" for d in DATASETS for mode in MODES]
@@ -263,7 +264,8 @@ def worst_case_over_seeds(*paths: Path) -> str:
                     row.append("n/a")
                     continue
                 r = frame.loc[(dataset, defense)]
-                rank = {"reference": "ref.", "collapsed": "†"}.get(r["standing"], ("=" if r["tied"] else "") + str(r["rank"]))
+                rank = ({"reference": "ref.", "collapsed": "†"}.get(r["standing"], "—") if pd.isna(r["rank"])
+                        else ("~" if r["indicative"] else "") + ("=" if r["tied"] else "") + str(r["rank"]))
                 bounds = f" [{r['ci_low']:.1f}, {r['ci_high']:.1f}]" if not math.isnan(r["ci_low"]) else ""
                 row.append(f"{rank}: {r['clone_mean']:.2f}{bounds} ({ATTACKS.get(r['attack'], r['attack'])}, n={r['n']})")
         rows.append(row)
@@ -284,7 +286,8 @@ def claim_tests(run: Run) -> str:
     a - b in points with its 95% interval, the test (paired t over shared seeds, Welch t otherwise) and
     the seeds per side; "a lower" / "b lower" only when significant at 5%, else "not separable"."""
     clone = seed_values(run.results)
-    benign = seed_values(run.results.drop_duplicates(["dataset", "arch", "defense", "seed"]).assign(attack="", label_mode=""),
+    finished = run.results[(run.results["status"] == "ok") & run.results["benign_acc"].notna()]
+    benign = seed_values(finished.drop_duplicates(["dataset", "arch", "defense", "seed"]).assign(attack="", label_mode=""),
                          "benign_acc")
     header = ["Claim", "Dataset", "Measure", "a − b", "a − b (points) [95% CI]", "test, n", "verdict"]
     rows = []

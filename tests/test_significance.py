@@ -3,6 +3,7 @@ uninformative attacks and the verdict sentences, on small fixed tables whose ans
 """
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -75,6 +76,24 @@ def test_overlapping_defenses_share_a_rank_and_neither_is_bold():
     assert best({"a": a, "b": b, "far": far}) == {"a", "b"}  # both separable from the third: they share the bold
 
 
+def test_bold_needs_beating_someone_not_only_being_unbeaten():
+    b, c = {0: 10.0, 1: 11.0, 2: 12.0}, {0: 30.0, 1: 31.5, 2: 32.0}  # b below c on every seed: p = 0.0004
+    a = {0: 5.0, 1: 40.0, 2: 20.0}  # so spread out that it separates from neither
+    assert compare(b, c).significant and not compare(a, b).significant and not compare(a, c).significant
+    ranked = ranks({"a": a, "b": b, "c": c})
+    assert (ranked["a"].rank, ranked["b"].rank, ranked["c"].rank) == (1, 1, 2)  # a is unbeaten, but beats nobody
+    assert best({"a": a, "b": b, "c": c}) == {"b"}
+
+
+def test_pairs_on_the_seeds_both_have_and_refuses_to_test_no_spread():
+    # seed 2 failed for b: the paired test runs on seeds 0 and 1 (differences -2, -2.5 ... -3)
+    c = compare({0: 10.0, 1: 12.0, 2: 14.0, 3: 9.0}, {0: 12.0, 1: 14.5, 3: 12.0})
+    assert c.test == "paired t" and (c.n_a, c.n_b) == (3, 3) and c.diff == pytest.approx((-2 - 2.5 - 3) / 3)
+    same = compare({0: 10.0, 1: 12.0}, {0: 11.0, 1: 13.0})  # every seed differs by exactly 1: no spread, no test
+    assert same.test == "none" and not same.significant and same.diff == -1.0
+    assert power(0.0, 1.0, 5) == pytest.approx(0.05)  # no true difference: the test's false-positive rate
+
+
 def test_power_and_seeds_needed_match_the_textbook():
     # Cohen's tables: a paired t test needs 10 pairs for effect size 1 at 80% power (0.80), a two-sample
     # t test 17 per group
@@ -122,6 +141,36 @@ def test_worst_case_ties_share_a_rank_in_the_api_the_latex_and_the_html(tmp_path
     assert ">=1</td>" in html and "n = 3" in html
 
 
+def test_the_api_tables_per_attack_and_verdict(tmp_path):
+    run = _table(tmp_path, {"vanilla": [90, 91, 92], "mad": [60, 65, 62], "am": [89, 93, 90]})
+    cells = msbench.load_results(run, table="per_attack").set_index("defense")
+    low, high = stats.t.interval(0.95, 2, loc=(89 + 93 + 90) / 3, scale=stats.sem([89, 93, 90]))
+    assert (cells.loc["am", "ci_low"], cells.loc["am", "ci_high"], cells.loc["am", "n"]) == pytest.approx((low, high, 3))
+    assert set(cells.index[cells["best"]]) == {"mad"} and cells.loc["vanilla", "standing"] == "reference"
+    sentences = msbench.load_results(run, table="verdict")["sentence"]
+    assert list(sentences) == verdict_sentences(load_runs(run))
+
+
+def test_a_label_mode_without_vanilla_says_so(tmp_path):
+    run = _table(tmp_path, {"vanilla": [90, 91, 92], "mad": [60, 65, 62]})
+    results = load_runs(run).results
+    results = results[~((results["defense"] == "vanilla") & (results["label_mode"] == "soft"))]
+    write_run(tmp_path / "cut", results.drop(columns=["run", "settings"]))
+    assert "no Vanilla in this label mode to compare with" in verdict_sentences(load_runs(tmp_path / "cut"))[0]
+
+
+def test_a_defense_kept_apart_alone_is_still_judged_against_the_merged_vanilla(tmp_path):
+    first = _table(tmp_path, {"vanilla": [90, 91, 92], "mad": [60, 65, 62]}, name="ra")
+    second = _table(tmp_path, {"vanilla": [90, 91, 92], "mad": [61, 66, 63]}, seeds=(3, 4, 5), name="rb")
+    suite = json.loads((second / "suite.json").read_text())
+    suite["defenses"]["mad"]["config"] = {"epsilon": 0.9}  # MAD's settings differ between runs, Vanilla's do not
+    (second / "suite.json").write_text(json.dumps(suite))
+    tables = load_runs([first, second])
+    assert {"vanilla", "mad@ra", "mad@rb"} == set(tables.results["defense"])
+    verdict = worst_case(tables).set_index("defense")
+    assert verdict.loc["mad@ra", "standing"] == "ranked" and verdict.loc["mad@ra", "vs_reference_test"] == "paired t"  # seeds 0-2
+
+
 def test_one_seed_table_says_n_1_and_ranks_indicatively(tmp_path):
     run = _table(tmp_path, {"vanilla": [90], "mad": [60], "am": [63]}, seeds=(0,))
     tex = (render_report(run, out=tmp_path / "rep", formats="latex") / "tables.tex").read_text()
@@ -129,7 +178,7 @@ def test_one_seed_table_says_n_1_and_ranks_indicatively(tmp_path):
     verdict = worst_case(load_runs(run)).set_index("defense")
     assert verdict.loc["mad", "indicative"] and verdict.loc["mad", "rank"] == 1 and verdict.loc["am", "rank"] == 2
     assert math.isnan(verdict.loc["mad", "ci_low"])
-    assert "one seed, so no test: no defense is separable from Vanilla" in verdict_sentences(load_runs(run))[0]
+    assert "no test (one seed, or no spread over seeds): no defense is separable from Vanilla" in verdict_sentences(load_runs(run))[0]
 
 
 def test_mixed_seed_counts_are_marked_never_averaged_silently(tmp_path):

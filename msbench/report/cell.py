@@ -118,16 +118,14 @@ def attack_cell(row: pd.Series | None, samples: dict[int, float] | None = None) 
     return with_progress(cell, int(row["n_ok"]), int(row["n_failed"]), int(row["n_pending"]))
 
 
-def bold_best(rows: list[list[Cell]], skip: set[int] = frozenset()) -> None:
-    """Bold, per column, the eligible cells (a defense that kept its benign accuracy: not Vanilla, not
-    collapsed) that ``significance.best`` finds best over their per-seed values: lower is a better
-    defense, and cells that cannot be separated share the bold or none has it. ``skip``: columns of
-    an uninformative attack, which bold nothing."""
+def bold_best(rows: list[list[Cell]]) -> None:
+    """Bold, per column, the eligible cells (a defense that kept its benign accuracy, against an
+    informative attack: not Vanilla, not collapsed) that ``significance.best`` finds best over their
+    per-seed values: lower is a better defense, and cells that cannot be separated share the bold or
+    none has it."""
     if not rows:
         return
     for j in range(1, len(rows[0])):
-        if j in skip:
-            continue
         shown = {i: r[j] for i, r in enumerate(rows) if isinstance(r[j].sort, float) and r[j].eligible and r[j].samples}
         for i in significance.best({str(i): c.samples for i, c in shown.items()}):
             shown[int(i)].bold = True

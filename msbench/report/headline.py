@@ -47,12 +47,15 @@ def group_sentence(group: pd.DataFrame, lead: str, flags: dict, threshold: float
     higher = [r for r in tested if r.separable and r.vs_reference > 0]
     rest = [r for r in ranked if r not in lower and r not in higher]
     parts = []
-    if not ranked:
+    has_reference = (group["standing"] == "reference").any()
+    if not has_reference:
+        parts.append("no Vanilla in this label mode to compare with")
+    elif not ranked:
         parts.append("no defense within the benign-accuracy tolerance to compare with Vanilla")
     elif not tested:
         shown = ", ".join(f"{defense_label(r.defense)} {r.vs_reference:+.2f}" for r in ranked if finite(r.vs_reference))
-        parts.append("one seed, so no test: no defense is separable from Vanilla; indicative differences"
-                     + (f" in points: {shown}" if shown else ""))
+        parts.append("no test (one seed, or no spread over seeds): no defense is separable from Vanilla; indicative "
+                     "differences" + (f" in points: {shown}" if shown else ""))
     elif not lower and not higher:
         parts.append("no defense is separable from Vanilla under its worst case")
     else:

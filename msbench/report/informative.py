@@ -4,8 +4,9 @@ An attack whose clone of the undefended victim stays far below that victim's acc
 KnockoffNets with a poor surrogate, say) cannot show a defense working: every defense looks good
 against it. A setting (dataset, arch, attack, label mode) is *uninformative* when Vanilla's mean
 relative performance under it is below the runs' ``report.uninformative_below`` (default 0.5). It is
-marked wherever it appears and never bolds a defense; it still counts in the worst case, which it
-cannot raise above an informative attack's.
+marked wherever it appears and never bolds a defense. It still counts in the worst case: where it
+is a defense's strongest attack (every informative attack stole even less), the worst-case row
+names it, marked, and is not bold.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def uninformative_settings(summary: pd.DataFrame, threshold: float) -> dict[Sett
             for r in reference.itertuples() if finite(r.rel_mean) and r.rel_mean < threshold}
 
 
-def is_uninformative(flags: dict[Setting, float], dataset: str, arch: str, attack: str, label_mode: str, defense: str) -> bool:
-    """Whether ``defense``'s cell of this setting is judged against an uninformative attack (its run's Vanilla)."""
-    return (dataset, arch, attack, label_mode, reference_of(defense)) in flags
+def is_uninformative(flags: dict[Setting, float], dataset: str, arch: str, attack: str, label_mode: str, defense: str,
+                     present=None) -> bool:
+    """Whether ``defense``'s cell of this setting is judged against an uninformative attack (its run's
+    Vanilla; ``present``: the defense names of the tables, see ``labels.reference_of``)."""
+    return (dataset, arch, attack, label_mode, reference_of(defense, present)) in flags

@@ -104,11 +104,15 @@ def in_order(values) -> list:
     return list(dict.fromkeys(v for v in values if not (isinstance(v, float) and pd.isna(v))))
 
 
-def reference_of(defense: str) -> str:
-    """The Vanilla row a defense is compared with: ``vanilla@run`` for a defense kept apart by run."""
+def reference_of(defense: str, present=None) -> str:
+    """The Vanilla row a defense is compared with: ``vanilla@run`` for a defense kept apart by run, unless
+    ``present`` (the defense names of the tables) lacks it because that run's Vanilla was merged with
+    the others' (only the defense's own settings differed): then the merged ``vanilla``."""
     _, run = split_variant(defense)
     reference = reference_defense()
-    return f"{reference}{VARIANT}{run}" if run else reference
+    if run and (present is None or f"{reference}{VARIANT}{run}" in present):
+        return f"{reference}{VARIANT}{run}"
+    return reference
 
 
 def is_reference(name: str) -> bool:

@@ -58,10 +58,13 @@ def render_tables(tables: list["Table"], header: str) -> str:
     return f"{comment}\n% Needs \\usepackage{{booktabs}}.\n\n{body}\n"
 
 
-def render_standalone(tables: list["Table"], header: str, title: str) -> str:
-    """A complete document around the tables, for ``pdflatex tables_standalone.tex``."""
+def render_standalone(tables: list["Table"], header: str, title: str, verdict: list[str] = ()) -> str:
+    """A complete document around the tables, for ``pdflatex tables_standalone.tex``; it opens with the
+    verdict sentences (``headline.verdict_sentences``)."""
     preamble = "\n".join([
         r"\documentclass[10pt]{article}", r"\usepackage{booktabs}", r"\usepackage[landscape,margin=1.5cm]{geometry}",
-        r"\begin{document}", rf"\section*{{{escape(title)}}}"])
+        r"\begin{document}", rf"\section*{{{escape(title)}}}"]
+        + ([r"\paragraph{Verdict.}", r"\begin{itemize}"] + [rf"\item {escape(v)}" for v in verdict] + [r"\end{itemize}"]
+           if verdict else []))
     body = render_tables(tables, header) if tables else "No results to tabulate.\n"
     return f"{preamble}\n{body}\n\\end{{document}}\n"

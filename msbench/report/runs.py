@@ -93,8 +93,9 @@ class RunTables:
     def uninformative_below(self) -> float:
         """Relative performance against Vanilla below which an attack setting is uninformative: the
         highest ``report.uninformative_below`` of the suites (the most cautious), else the default."""
-        values = [float(s["report"]["uninformative_below"]) for s in self.suites
-                  if isinstance(s.get("report"), dict) and s["report"].get("uninformative_below") is not None]
+        values = [float(s["report"]["uninformative_below"])
+                  if isinstance(s.get("report"), dict) and s["report"].get("uninformative_below") is not None
+                  else UNINFORMATIVE_BELOW for s in self.suites]  # a run without [report] used the default
         return max(values) if values else UNINFORMATIVE_BELOW
 
     @property

@@ -3,12 +3,14 @@
 A benchmark's verdict is a comparison, and seeds are its unit of evidence. Two defenses run with the
 same seeds share each seed's victim initialisation and attack stream (``seeds.derive_seed`` per
 purpose), so their per-seed differences cancel what the seed does to both: they are compared with a
-**paired t test** when they were run with the same seeds, and with **Welch's t test** otherwise.
-Where either side has a single seed there is no variance to test against: the pair is ordered by
-its means and the comparison is *indicative*, never called significant.
+**paired t test** over the seeds they share (two or more), and with **Welch's t test** otherwise.
+Where either side has a single seed, or every seed agrees exactly (no spread to test against),
+there is no test: the pair is ordered by its means and the comparison is *indicative*, never
+called significant.
 
 A ranking built on these tests gives each entry ``1 +`` the number of entries that beat it
-(significantly lower at ``ALPHA``), so entries that cannot be separated share a rank.
+(significantly lower at ``ALPHA``), so entries that cannot be separated share a rank. It is not a
+total order: rank 1 above rank 2 says something beats the second, not that the first does.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ class Comparison:
     low: float
     high: float
     p: float
-    test: str  # "paired t", "Welch t", or "none" (a side has fewer than 2 seeds)
+    test: str  # "paired t", "Welch t", or "none" (a side has fewer than 2 seeds, or no spread at all)
     n_a: int
     n_b: int
 
@@ -80,26 +82,30 @@ def _sd(xs: list[float]) -> float:
 
 def _t_result(diff: float, se: float, df: float, test: str, n_a: int, n_b: int) -> Comparison:
     """A t test's result from its mean difference, standard error and degrees of freedom. A zero
-    standard error (every seed agrees exactly) makes any nonzero difference certain and zero none."""
+    standard error (every seed agrees exactly) leaves the t statistic undefined: no test."""
     if se == 0:
-        return Comparison(diff, diff, diff, 1.0 if diff == 0 else 0.0, test, n_a, n_b)
+        return Comparison(diff, float("nan"), float("nan"), float("nan"), "none", n_a, n_b)
     t = diff / se
     half = stats.t.ppf(1 - ALPHA / 2, df) * se
     return Comparison(diff, diff - half, diff + half, float(2 * stats.t.sf(abs(t), df)), test, n_a, n_b)
 
 
 def compare(a: Samples, b: Samples) -> Comparison:
-    """``a - b`` over seeds: paired t when both have the same seeds (two or more), Welch's t when both
-    have two or more but different seeds, and no test (``test == "none"``) when either has one."""
+    """``a - b`` over seeds: paired t over the seeds both have when they share two or more (``n_a`` and
+    ``n_b`` are then the shared count, and ``diff`` the mean paired difference), Welch's t when both
+    have two or more but share fewer, and no test (``test == "none"``, the difference of means) when
+    either has one."""
     a, b = _clean(a), _clean(b)
     n_a, n_b = len(a), len(b)
     mean_a = sum(a.values()) / n_a if n_a else float("nan")
     mean_b = sum(b.values()) / n_b if n_b else float("nan")
+    shared = sorted(set(a) & set(b))
+    if len(shared) >= 2:
+        diffs = [a[s] - b[s] for s in shared]
+        return _t_result(sum(diffs) / len(shared), _sd(diffs) / math.sqrt(len(shared)), len(shared) - 1, "paired t",
+                         len(shared), len(shared))
     if n_a < 2 or n_b < 2:
         return Comparison(mean_a - mean_b, float("nan"), float("nan"), float("nan"), "none", n_a, n_b)
-    if set(a) == set(b):
-        diffs = [a[s] - b[s] for s in sorted(a)]
-        return _t_result(sum(diffs) / n_a, _sd(diffs) / math.sqrt(n_a), n_a - 1, "paired t", n_a, n_b)
     va, vb = _sd(list(a.values())) ** 2 / n_a, _sd(list(b.values())) ** 2 / n_b
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1)) if se > 0 else n_a + n_b - 2
@@ -134,19 +140,20 @@ def ranks(entries: Mapping[str, Samples]) -> dict[str, Rank]:
 
 
 def best(entries: Mapping[str, Samples]) -> set[str]:
-    """The entries to bold as best: those no other entry beats, when they beat at least one (so a set
-    of entries that cannot be separated has no best, and neither is bolded over the other)."""
-    ranked = ranks(entries)
-    top = {n for n, r in ranked.items() if r.rank == 1}
-    return top if len(top) < len(ranked) else set()
+    """The entries to bold as best: those no other entry beats that themselves beat at least one other
+    (so entries that cannot be separated from anything have no bold, and of two that cannot be
+    separated from each other neither is bolded over the other)."""
+    names = [n for n, v in entries.items() if _clean(v)]
+    return {n for n in names if not any(beats(entries[o], entries[n]) for o in names if o != n)
+            and any(beats(entries[n], entries[o]) for o in names if o != n)}
 
 
 def power(delta: float, sd: float, n: int, paired: bool = True) -> float:
     """Probability that the two-sided t test at ``ALPHA`` separates a true difference ``delta`` with
     ``n`` seeds per side, when the per-seed spread is ``sd`` (of the paired differences if
     ``paired``, else of each side's values, Welch with equal spreads)."""
-    if n < 2 or sd <= 0:
-        return float("nan") if n < 2 else 1.0
+    if n < 2 or sd <= 0 or delta == 0:
+        return float("nan") if n < 2 or sd <= 0 else ALPHA
     se, df = (sd / math.sqrt(n), n - 1) if paired else (sd * math.sqrt(2 / n), 2 * (n - 1))
     crit, shift = stats.t.ppf(1 - ALPHA / 2, df), abs(delta) / se
     wrong_side = float(stats.nct.cdf(-crit, df, shift))  # below 1e-9 once it matters; scipy returns NaN far out

@@ -5,19 +5,16 @@ from __future__ import annotations
 import math
 
 import pandas as pd
-from scipy import stats
-
 from msbench.report.labels import is_reference, reference_of
+from msbench.report.significance import interval
 from msbench.report.runs import KEY, PENDING
 
 
 def ci95(values) -> float:
-    """Half-width of the 95% confidence interval of the mean (Student t, n - 1 degrees of freedom); NaN below 2 values."""
-    values = pd.Series(values, dtype=float).dropna()
-    n = len(values)
-    if n < 2:
-        return float("nan")
-    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    """Half-width of the 95% confidence interval of the mean (Student t, n - 1 degrees of freedom:
+    ``significance.interval``); NaN below 2 values."""
+    spread = interval(dict(enumerate(pd.Series(values, dtype=float).dropna())))
+    return (spread.high - spread.low) / 2 if spread.n >= 2 else float("nan")
 
 
 def seed_values(results: pd.DataFrame, column: str = "clone_acc") -> dict[tuple, dict[int, float]]:
@@ -90,10 +87,11 @@ def benign_check(results: pd.DataFrame, tolerance: float) -> pd.DataFrame:
     if summary.empty:
         return pd.DataFrame(columns=columns)
     means = {(r.dataset, r.arch, r.defense): r.benign_mean for r in summary.itertuples()}
+    present = set(summary["defense"])
     rows = []
     for r in summary.itertuples():
         reference = is_reference(r.defense)
-        ref = means.get((r.dataset, r.arch, reference_of(r.defense)), float("nan"))
+        ref = means.get((r.dataset, r.arch, reference_of(r.defense, present)), float("nan"))
         drop = ref - r.benign_mean if finite(ref) and finite(r.benign_mean) else float("nan")
         within = None if reference or not finite(drop) else bool(drop <= tolerance + 1e-9)
         rows.append({"dataset": r.dataset, "arch": r.arch, "defense": r.defense, "benign_mean": r.benign_mean,

@@ -50,11 +50,13 @@ class CloneColumns:
         self.values = seed_values(tables.results)
         self.flags = uninformative_settings(self.summary, tables.uninformative_below)
         self.threshold = tables.uninformative_below
+        self.present = set(tables.results["defense"])
 
     def rows(self, ctx: Context, defenses: list[str], columns: list[tuple[str, str]], fixed: dict,
              outer_key: str) -> tuple[list[list[Cell]], set[int]]:
         """One row per defense, one cell per (outer, label mode) column; bold decided over seeds; returns the
-        rows and the (1-based) columns of an uninformative attack setting."""
+        rows and the (1-based) columns where some defense faces an uninformative attack setting (its own
+        run's Vanilla steals little): those cells are greyed and never bold."""
         rows, skip = [], set()
         counts = set()
         for defense in defenses:
@@ -64,11 +66,12 @@ class CloneColumns:
                 hit = lookup(self.summary, **keys)
                 samples = self.values.get(tuple(keys[k] for k in ("dataset", "arch", "defense", "attack", "label_mode")))
                 cell = ctx.mark(attack_cell(hit, samples), keys["dataset"], keys["arch"], defense)
-                if is_uninformative(self.flags, keys["dataset"], keys["arch"], keys["attack"], mode, defense):
+                if is_uninformative(self.flags, keys["dataset"], keys["arch"], keys["attack"], mode, defense, self.present):
                     skip.add(j)
                     mark_uninformative(cell)
-                if hit is not None and hit["n_ok"] > 0:
-                    counts.add(int(hit["n_ok"]))
+                    cell.eligible = False
+                if samples:
+                    counts.add(len(samples))
                 row.append(cell)
             rows.append(row)
         if len(counts) > 1:  # n differs between rows: every cell says its own
@@ -76,7 +79,7 @@ class CloneColumns:
                 for cell in row[1:]:
                     if cell.samples:
                         with_n(cell, len(cell.samples))
-        bold_best(rows, skip)
+        bold_best(rows)
         return rows, skip
 
     def note(self, shown: bool) -> str:
@@ -189,7 +192,8 @@ def _worst_caption(group: pd.DataFrame, scope: pd.DataFrame, where: str, ctx: Co
             f"seeds with its relative performance, the seeds behind it (n), its difference from Vanilla's worst case "
             f"with the 95% interval of the difference, and the attack that achieved it. Ranked: defenses within "
             f"{points(ctx.tolerance)} of Vanilla's benign accuracy; rank = 1 + the defenses significantly lower (=k: "
-            f"shared); bold: best, separable from another ranked defense, every attack setting finished."
+            f"shared; ~: indicative, a comparison without a test); bold: below another ranked defense and "
+            f"above none, every attack setting finished."
             + (f" {COLLAPSED_MARK}: collapsed victim (benign accuracy more than {points(ctx.tolerance)} below Vanilla's)." if collapsed else "")
             + (" ≥: some attack settings are pending or failed, so the worst case may be higher."
                if (~group["complete"].astype(bool)).any() else "")
@@ -211,7 +215,7 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
         budget = f", budget {fmt_budget(key[2])} queries" if split else ""
         rows = []
         for r in group.itertuples():
-            rank = (("=" if r.tied else "") + str(r.rank) if not pd.isna(r.rank)
+            rank = (("~" if r.indicative else "") + ("=" if r.tied else "") + str(r.rank) if not pd.isna(r.rank)
                     else {"reference": "ref.", "collapsed": COLLAPSED_MARK}.get(r.standing, ""))
             benign = accuracy_cell(r.benign_mean, r.benign_ci, 1 if finite(r.benign_mean) else 0,
                                    0 if finite(r.benign_mean) else 1)
@@ -222,7 +226,8 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
             n = Cell(str(r.n), str(r.n), float(r.n)) if r.n else Cell.empty()
             settings = Cell(f"{r.settings_finished}/{r.settings_total}", f"{r.settings_finished}/{r.settings_total}",
                             float(r.settings_finished))
-            rows.append([Cell.label(defense_label(r.defense)), Cell.label(rank), benign, _worst_clone(r), n, _versus(r),
+            rank_cell = Cell(rank, rank.replace("~", r"$\sim$"), float(r.rank) if not pd.isna(r.rank) else None)
+            rows.append([Cell.label(defense_label(r.defense)), rank_cell, benign, _worst_clone(r), n, _versus(r),
                          attack, settings])
         scope = tables.results[(tables.results["dataset"] == dataset) & (tables.results["arch"] == arch)]
         where = f"{dataset_label(dataset)} ({arch}{budget})"

@@ -29,8 +29,8 @@ COLUMNS = ["dataset", "arch", "budget", "rank", "tied", "indicative", "best", "s
            "settings_total", "complete", "label_only_bound"]
 """``standing``: ranked | reference | collapsed (benign accuracy more than the tolerance below Vanilla's)
 | unchecked (no Vanilla, or no benign accuracy, to compare with). ``rank``: 1 + the ranked defenses
-whose worst case is significantly lower (``tied``: shared; ``indicative``: some comparison had a
-one-seed side and was decided by the means). ``best``: bold as best (beats another ranked defense,
+whose worst case is significantly lower (``tied``: shared; ``indicative``: some comparison had no
+test, a one-seed side or no spread, and was decided by the means). ``best``: bold as best (beats another ranked defense,
 complete, not from an uninformative attack). ``clone_mean``, ``ci_low``, ``ci_high``, ``n``: the
 worst-case clone accuracy over seeds (``clone_ci`` the interval's half-width); ``n_differs``: the
 group's rows have different numbers of seeds. ``uninformative``: the worst attack setting steals
@@ -58,7 +58,7 @@ def _standing(check: pd.DataFrame, victim: tuple) -> str:
 
 
 def _row(settings: pd.DataFrame, values: dict, flags: dict, victim: tuple, standing: str, benign: pd.DataFrame,
-         check: pd.DataFrame) -> tuple[dict, dict[int, float]]:
+         check: pd.DataFrame, present: set) -> tuple[dict, dict[int, float]]:
     """One defense's worst case (the attack setting of highest mean clone accuracy) and its per-seed values."""
     dataset, arch, defense = victim
     attack_order = order_attacks(settings["attack"])
@@ -80,7 +80,8 @@ def _row(settings: pd.DataFrame, values: dict, flags: dict, victim: tuple, stand
             "rel_ci": worst["rel_ci"] if worst is not None else nan,
             "attack": worst["attack"] if worst is not None else "",
             "label_mode": worst["label_mode"] if worst is not None else "",
-            "uninformative": worst is not None and is_uninformative(flags, dataset, arch, worst["attack"], worst["label_mode"], defense),
+            "uninformative": worst is not None and is_uninformative(flags, dataset, arch, worst["attack"], worst["label_mode"],
+                                                                    defense, present),
             "queries": worst["queries"] if worst is not None else nan,
             "vs_reference": nan, "vs_reference_low": nan, "vs_reference_high": nan, "vs_reference_p": nan,
             "vs_reference_test": "", "separable": False,
@@ -89,7 +90,7 @@ def _row(settings: pd.DataFrame, values: dict, flags: dict, victim: tuple, stand
             "label_only_bound": worst is not None and worst["label_mode"] == "hard" and is_pool_attack(worst["attack"])}, samples
 
 
-def _judge(rows: list[dict], samples: dict[str, dict[int, float]]) -> pd.DataFrame:
+def _judge(rows: list[dict], samples: dict[str, dict[int, float]], present: set) -> pd.DataFrame:
     """Ranks, ties, bold and the comparison with Vanilla for one group's rows; leaderboard order."""
     ranked = [r for r in rows if r["standing"] == RANKED]
     ranks = significance.ranks({r["defense"]: samples[r["defense"]] for r in ranked})
@@ -100,13 +101,13 @@ def _judge(rows: list[dict], samples: dict[str, dict[int, float]]) -> pd.DataFra
             r.update(rank=rank.rank, tied=rank.tied, indicative=rank.indicative,
                      best=r["defense"] in best and r["complete"] and not r["uninformative"])
     for r in rows:
-        reference = reference_of(r["defense"])
+        reference = reference_of(r["defense"], present)
         if r["standing"] in (REFERENCE_ROW, UNCHECKED) or reference not in samples or not samples[r["defense"]]:
             continue
         c = significance.compare(samples[r["defense"]], samples[reference])
         r.update(vs_reference=c.diff, vs_reference_low=c.low, vs_reference_high=c.high, vs_reference_p=c.p,
                  vs_reference_test=c.test, separable=c.significant)
-    compared = {r["n"] for r in rows if r["standing"] in (RANKED, REFERENCE_ROW) and r["n"] > 0}
+    compared = {r["n"] for r in rows if r["n"] > 0}
     for r in rows:
         r["n_differs"] = len(compared) > 1
     frame = pd.DataFrame(rows, columns=COLUMNS)
@@ -131,6 +132,7 @@ def worst_case(tables: RunTables, label_mode: str | None = None) -> pd.DataFrame
     flags = uninformative_settings(summarise(tables.results), tables.uninformative_below)
     split = budget_split(summary)
     keys = ["dataset", "arch"] + (["budget"] if split else [])
+    present = set(tables.results["defense"])
     out = []
     for group_key, group in summary.groupby(keys, sort=False, dropna=False):
         dataset, arch = group_key[0], group_key[1]
@@ -138,10 +140,10 @@ def worst_case(tables: RunTables, label_mode: str | None = None) -> pd.DataFrame
         for defense in order_defenses(group["defense"]):
             victim = (dataset, arch, defense)
             row, samples[defense] = _row(group[group["defense"] == defense], values, flags, victim, _standing(check, victim),
-                                         benign, check)
+                                         benign, check, present)
             row["budget"] = group_key[2] if split else float("nan")
             rows.append(row)
-        out.append(_judge(rows, samples))
+        out.append(_judge(rows, samples, present))
     frame = pd.concat(out, ignore_index=True)
     frame["rank"] = pd.to_numeric(frame["rank"], errors="coerce").astype("Int64")
     return frame[COLUMNS]
@@ -171,6 +173,7 @@ def per_attack(tables: RunTables) -> pd.DataFrame:
     check = benign_check(results, tables.tolerance).set_index(["dataset", "arch", "defense"])
     values = seed_values(results)
     flags = uninformative_settings(summary, tables.uninformative_below)
+    present = set(results["defense"])
     out = []
     for (dataset, arch, attack, mode), column in summary.groupby(["dataset", "arch", "attack", "label_mode"], sort=False):
         rows = []
@@ -181,7 +184,8 @@ def per_attack(tables: RunTables) -> pd.DataFrame:
                          "standing": _standing(check, (dataset, arch, r.defense)), "clone_mean": r.clone_mean,
                          "ci_low": spread.low, "ci_high": spread.high, "n": spread.n, "rel_mean": r.rel_mean,
                          "rank": pd.NA, "tied": False, "indicative": False, "best": False,
-                         "uninformative": is_uninformative(flags, dataset, arch, attack, mode, r.defense), "_samples": samples})
+                         "uninformative": is_uninformative(flags, dataset, arch, attack, mode, r.defense, present),
+                         "_samples": samples})
         ranked = {r["defense"]: r["_samples"] for r in rows if r["standing"] == RANKED and r["_samples"]}
         ranks, best = significance.ranks(ranked), significance.best(ranked)
         counts = {r["n"] for r in rows if r["n"] > 0}

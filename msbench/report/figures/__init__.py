@@ -3,8 +3,9 @@
 One module per figure family (``accuracy``, ``inference``, ``tradeoff``, ``curves``) over the
 shared ``style``. A victim whose benign accuracy collapsed (more than the tolerance below
 Vanilla's) is marked in every figure: hatched bars, ``†`` in the heat map, hollow points in a
-shaded band, dashed curves. An uninformative attack setting (``informative``) is greyed: faded bars
-and points, a veiled heat-map row, faded curves, each marked ``°``. Error bars and bands are 95% confidence intervals of the mean over
+shaded band, dashed curves. An uninformative attack setting (``informative``; judged by the runs'
+plain Vanilla) is greyed: faded bars and points, a veiled heat-map row, faded curves, marked ``°``
+on the axis or in the legend. Error bars and bands are 95% confidence intervals of the mean over
 seeds (Student t). Each figure function returns None when its table is absent or empty, and the
 figure is skipped.
 """
@@ -28,7 +29,7 @@ def _marks(tables: RunTables) -> dict:
     settings (dataset, arch, attack, label mode) that are uninformative (greyed)."""
     flags = uninformative_settings(summarise(tables.results), tables.uninformative_below)
     return {"collapsed": collapsed_victims(tables.results, tables.tolerance), "tolerance": tables.tolerance,
-            "uninformative": {key[:4] for key in flags}}
+            "uninformative": {key[:4] for key in flags if split_variant(key[4])[1] == ""}}
 
 
 def _references(tables: RunTables) -> dict:

@@ -14,7 +14,7 @@ from matplotlib.patches import Patch
 
 from msbench.report.cell import COLLAPSED_MARK
 from msbench.report.figures.style import (COLUMN_WIDTH, FADED, defense_handles, figure_width, legend, legend_columns,
-                                          paper_style)
+                                          paper_style, uninformative_note)
 from msbench.report.labels import attack_label, dataset_label, in_order, order_attacks, order_defenses
 from msbench.report.stats import summarise
 
@@ -91,6 +91,9 @@ def tradeoff(results: pd.DataFrame, palette: dict[str, str], collapsed: set = fr
         extra = []
         if reference:
             extra.append(Patch(facecolor="#DDDDDD", label=f"collapsed ({COLLAPSED_MARK})"))
+        if uninformative & set(zip(summary["dataset"], summary["arch"], summary["attack"], summary["label_mode"])):
+            extra.append(Line2D([], [], marker="o", linestyle="", markersize=4.5, markerfacecolor="#666666", alpha=FADED,
+                                markeredgecolor="#333333", label=uninformative_note()))
         ncol = legend_columns(width)
         legend(fig, handles, ncol)
         rest = shapes[len(attacks):] + extra  # label modes and the band: their own row
