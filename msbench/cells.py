@@ -83,8 +83,11 @@ def code_identity(plugin: type) -> str:
 
 
 def dataset_files(suite: Suite, name: str | None) -> dict[str, Any] | None:
-    """A file dataset's definition (paths, format, shape source); None for a registered dataset."""
+    """A file dataset's definition (paths, format, shape source), a union's members with theirs; None
+    for a registered dataset."""
     options = suite.datasets.get(name) if name else None
+    if options is not None and options.union:
+        return {"union": [{"name": member, "files": dataset_files(suite, member)} for member in options.union]}
     if options is None or not options.format:
         return None
     return {k: v for k, v in as_dict(options).items() if k in FILE_FIELDS}

@@ -23,7 +23,7 @@ from msbench.plugin_modules import import_plugins
 from msbench.report_options import ReportOptions
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry, UnknownPluginError
 from msbench.suite_checks import (NAME_PATTERN, check_recipe, check_run, check_subset, check_unique, device_problem,
-                                  file_spec, plugin_name, table, table_value)
+                                  file_spec, plugin_name, table, table_value, union_members, union_specs)
 from msbench.suite_schema import DatasetOptions, Matrix, PluginSettings, RunOptions, Suite
 from msbench.sweep import SweepOptions
 from msbench.timing.schema import TimingOptions
@@ -110,6 +110,7 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
     specs: dict[str, DatasetSpec] = {}
     dataset_options = _datasets(raw, victim, specs, file)
     spec_of = _spec_resolver(specs, file)
+    union_specs(dataset_options, specs, spec_of, file)
     for i, name in enumerate(matrix.datasets):
         spec_of(name, f"matrix.datasets[{i}]")
     for name in dataset_options:
@@ -117,7 +118,7 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
     used_defenses = _check_matrix(matrix, file)
     defenses = _plugin_settings(raw, "defenses", DEFENSES, used_defenses, victim, file)
     attacks = _plugin_settings(raw, "attacks", ATTACKS, {a.lower() for a in matrix.attacks}, clone, file)
-    _check_roles(matrix, dataset_options, specs, spec_of)
+    _check_roles(matrix, dataset_options, specs, spec_of, file)
     extra = {section: build(cls, table(raw, section, file), file, section) for section, cls in EXTRA_SECTIONS.items()}
     suite = Suite(_name(raw, file, path), path or Path(file), coerce(raw.get("description", ""), str, file, "description"),
                   matrix, run, victim, clone, defenses, attacks, dataset_options, specs, plugins, raw, extra)
@@ -219,15 +220,19 @@ def _plugin_settings(raw: dict[str, Any], section: str, registry: Registry, used
 
 
 def _check_roles(matrix: Matrix, dataset_options: dict[str, DatasetOptions], specs: dict[str, DatasetSpec],
-                 spec_of: Callable[[str, str], DatasetSpec]) -> None:
-    """Role datasets, given or defaulted by the dataset, must name known datasets."""
+                 spec_of: Callable[[str, str], DatasetSpec], file: str) -> None:
+    """Role datasets, given or defaulted by the dataset, must name known datasets, and a union in a
+    role must not contain the victim's own dataset (its test split would reach the attacker or the defense)."""
     for dataset in matrix.datasets:
         options = dataset_options.get(dataset, DatasetOptions())
         for role in ROLES:
             explicit = getattr(options, role)
             other = explicit or specs[dataset].roles.get(role)
+            key = f"datasets.{dataset}.{role}" + ("" if explicit else " (default)")
             if other:
-                spec_of(other, f"datasets.{dataset}.{role}" + ("" if explicit else " (default)"))
+                spec_of(other, key)
+                if dataset in union_members(dataset_options, other):
+                    raise SuiteError(file, key, f"the union '{other}' contains '{dataset}', the victim's own dataset")
 
 
 def _name(raw: dict[str, Any], file: str, path: Path | None) -> str:

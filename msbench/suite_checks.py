@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 from msbench.config import SuiteError, build
-from msbench.data import DatasetSpec, file_dataset
+from msbench.data import DatasetSpec, file_dataset, union_dataset
 from msbench.registry import DATASETS, Registry, UnknownPluginError
 from msbench.suite_schema import DatasetOptions, RunOptions
 from msbench.training import Recipe
@@ -111,3 +111,33 @@ def file_spec(name: str, options: DatasetOptions, file: str, key: str) -> Datase
         if options.format == "idx" and not (isinstance(files, dict) and isinstance(files.get("images"), str)):
             raise SuiteError(file, f"{key}.{split}", "expected a table {images = \"...\", labels = \"...\"} of IDX paths")
     return file_dataset(name, options.format, options.like, options.train, options.test, options.num_classes, options.note)
+
+
+def union_specs(options_of: dict[str, DatasetOptions], specs: dict[str, DatasetSpec], spec_of: Callable[[str, str], DatasetSpec],
+            file: str) -> None:
+    """``[datasets.<name>] union = [...]``: each union's spec from its members (known datasets of one
+    shape, a union defined above it included), added to ``specs``."""
+    for name, options in options_of.items():
+        if options.union is None:
+            continue
+        key = f"datasets.{name}.union"
+        if options.format is not None:
+            raise SuiteError(file, key, "a dataset is defined by its files (format) or as a union, not both")
+        if not options.union:
+            raise SuiteError(file, key, "expected a non-empty list of dataset names")
+        check_unique(options.union, file, key)
+        members = []
+        for i, member in enumerate(options.union):
+            if member == name:
+                raise SuiteError(file, f"{key}[{i}]", f"a union cannot contain itself ('{name}')")
+            members.append(spec_of(member, f"{key}[{i}]"))
+            if members[-1].shape != members[0].shape:
+                raise SuiteError(file, f"{key}[{i}]", f"'{member}' has images of shape {members[-1].shape}, "
+                                                      f"'{members[0].name}' {members[0].shape}: a union's members share one shape")
+        specs[name] = union_dataset(name, members, options.note)
+
+
+def union_members(suite_options: dict[str, DatasetOptions], name: str) -> set[str]:
+    """Every dataset a union contains, unions within it unfolded; {} for a dataset that is no union."""
+    members = (suite_options.get(name) or DatasetOptions()).union or []
+    return set(members).union(*(union_members(suite_options, m) for m in members)) if members else set()

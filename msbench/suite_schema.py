@@ -53,6 +53,7 @@ class DatasetOptions:
     num_classes: int | None = None
     note: str = ""
     victim: dict[str, Any] | None = None  # recipe fields overriding the victims' recipe on this dataset
+    union: list[str] | None = None  # defines a new dataset: its members' images, one after another
 
 
 @dataclass

@@ -5,13 +5,15 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from msbench.data import builtin  # noqa: F401  (registers the built-in datasets)
 from msbench.data.base import DataError, DatasetSpec, ImageData, MissingDataError, UnlabeledImages, conform, default_data_root
 from msbench.data.files import check_split, load_idx, load_npz
 from msbench.registry import DATASETS
 
 __all__ = ["DataError", "DatasetSpec", "ImageData", "MissingDataError", "UnlabeledImages", "conform", "default_data_root",
-           "load_idx", "load_npz", "file_dataset", "load_split", "ROLES"]
+           "load_idx", "load_npz", "file_dataset", "union_dataset", "load_split", "ROLES"]
 
 ROLES = ("ood", "hash", "surrogate")
 CACHE_LIMIT = 8  # loaded splits kept in memory: a suite's dataset and its role datasets; the oldest is read again when needed
@@ -45,6 +47,27 @@ def file_dataset(name: str, format: str, like: str, train: dict[str, str] | str 
     return DatasetSpec(name, base.shape, classes, base.mean, base.std, load,
                        description or f"{format} files shaped like {like}", roles=dict(base.roles),
                        augment=base.augment, note=note)
+
+
+def union_dataset(name: str, members: list[DatasetSpec], note: str = "") -> DatasetSpec:
+    """The images of ``members`` (one shape) one after another, e.g. MNIST and EMNIST-letters as the
+    closest offline stand-in for EMNIST (digits and letters). Classes are kept apart: member k's
+    labels are offset by the classes of the members before it, so the union is a well-formed
+    labelled dataset (EDM's hash model trains on labels); as a surrogate or OOD set no attack or
+    defense sees them (attacks get ``UnlabeledImages``). Normalisation is the first member's."""
+    first = members[0]
+    offsets = [sum(m.num_classes for m in members[:k]) for k in range(len(members))]
+
+    def load(root: Path, split: str) -> ImageData:
+        parts = [load_split(member, root, split) for member in members]
+        for member, part in zip(members, parts):
+            if len(part) == 0:
+                raise DataError(member.name, split, f"empty member of the union {name}")
+        return ImageData(torch.cat([p.images for p in parts]), torch.cat([p.labels + o for p, o in zip(parts, offsets)]), name)
+
+    return DatasetSpec(name, first.shape, sum(m.num_classes for m in members), first.mean, first.std, load,
+                       f"union of {', '.join(m.name for m in members)}", roles=dict(first.roles), augment=first.augment,
+                       note=note or f"union of {', '.join(m.name for m in members)}")
 
 
 def load_split(spec: DatasetSpec, root: Path, split: str, shape: tuple[int, int, int] | None = None) -> ImageData:

@@ -24,7 +24,7 @@ from msbench.report.runs import RunTables
 from msbench.version import __version__
 
 TEMPLATES = Path(__file__).parent / "templates"
-ROLE_KEYS = ("surrogate", "ood", "hash", "format", "like", "train_subset", "test_subset", "note")
+ROLE_KEYS = ("surrogate", "ood", "hash", "format", "like", "union", "train_subset", "test_subset", "note")
 
 
 def _environment() -> Environment:
