@@ -96,3 +96,18 @@ def test_plugin_scope_forgets_a_plugin_module_so_it_registers_again(tmp_path, mo
             assert DEFENSES.get("scoped-plugin").__name__ == "Scoped"
         assert "scoped-plugin" not in DEFENSES and "scoped_plugin" not in sys.modules
     assert "vanilla" in DEFENSES  # built-ins stay
+
+
+def test_the_readme_plugin_example_registers_a_free_name():
+    """The README's plugin example runs as printed and registers a name no built-in plugin holds."""
+    import re
+    from pathlib import Path
+
+    from msbench.registry import DEFENSES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "register_defense" in block)
+    name = re.search(r'register_defense\("([^"]+)"\)', example).group(1)
+    assert name not in DEFENSES
+    exec(compile(example, "README.md", "exec"), {})  # noqa: S102 (the documented example, as a user runs it)
+    assert name in DEFENSES
