@@ -438,3 +438,29 @@ def test_a_combined_report_keeps_every_mark_rank_and_bold_of_the_single_run(tmp_
     for table in ("worst-mnist-smallcnn", "worst-fashionmnist-smallcnn"):
         rows = {label.removesuffix(" (a)"): cells for label, cells in tex_merged[table]["rows"].items() if label.endswith(" (a)")}
         assert rows == tex_alone[table]["rows"]
+
+
+TWO_COLUMN = r"""\documentclass[twocolumn]{article}
+\usepackage{booktabs}
+\usepackage{graphicx}
+\begin{document}
+\input{tables.tex}
+\end{document}
+"""
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
+def test_tables_fit_a_two_column_paper(tmp_path):
+    """tables.tex dropped into a two-column article compiles with no Overfull hbox: a table wider than a
+    column spans both (table*), and one wider than the page is shrunk to the line."""
+    run = full_run(tmp_path / "run", datasets=("mnist", "fashionmnist"), attacks=("knockoff", "jbda", "knockoff-avg"),
+                   seeds=(0, 1, 2), budgets={"knockoff": 4000, "jbda": 4800, "knockoff-avg": 4000})
+    out = render_report(run, out=tmp_path / "rep", formats="latex")
+    (out / "paper.tex").write_text(TWO_COLUMN)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"], cwd=out,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:]
+    log = (out / "paper.log").read_text(errors="replace")
+    assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)[:5]
+    tex = (out / "tables.tex").read_text()
+    assert r"\begin{table*}" in tex and r"\begin{table}" in tex  # wide tables span, narrow ones stay in a column
