@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -127,10 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler's stop, ``kill``): handled like Ctrl-C, so the run says what it kept."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     from msbench.logs import console
 
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         with console():  # the run's log records, line by line on stdout
             return args.handler(args)
@@ -141,9 +151,21 @@ def main(argv: list[str] | None = None) -> int:
         where = failure.filename or "msbench"
         print(f"msbench: {where}: {failure.strerror or failure}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated (SIGTERM); finished cells are kept, the same command continues", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
@@ -129,6 +130,36 @@ def teller(run_dir: Path | None, echo: Callable[[str], Any] | None = None) -> Te
             echo(message)
 
     return tell
+
+
+HEARTBEAT_SECONDS = 120.0
+"""Off a terminal, a training loop says where it is at least this often (``MSBENCH_HEARTBEAT`` seconds
+overrides), so a batch log tells a live run from a dead one while a victim trains for hours."""
+_HEARTBEAT: list[Tell] = []  # the running run's tell, while run_suite computes its cells in this process
+
+
+@contextmanager
+def heartbeats(tell: Tell) -> Iterator[None]:
+    """Route ``heartbeat`` lines to ``tell`` (a run's log, console and echo) while the block runs."""
+    _HEARTBEAT.append(tell)
+    try:
+        yield
+    finally:
+        _HEARTBEAT.pop()
+
+
+def heartbeat_interval() -> float:
+    try:
+        return float(os.environ.get("MSBENCH_HEARTBEAT", HEARTBEAT_SECONDS))
+    except ValueError:
+        return HEARTBEAT_SECONDS
+
+
+def heartbeat(message: str) -> None:
+    """One progress line of a long stage, to the run's log where a run is going and no progress bar
+    shows it (a terminal's bar already does); nothing outside a run."""
+    if _HEARTBEAT and not bars_shown():
+        _HEARTBEAT[-1](message)
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from msbench.data import default_data_root
 from msbench.executors import Executor, Job, make_executor
 from msbench.executors.base import forget_workspaces
 from msbench.io import DiskError, RunLock, make_dirs, write_atomic
-from msbench.logs import CellLines, failure_summary, start_line, teller
+from msbench.logs import CellLines, failure_summary, heartbeats, start_line, teller
 from msbench.progress import progress
 from msbench.report import render_report
 from msbench.results import RecordStore, results_frame, write_tables
@@ -141,12 +141,13 @@ def _compute(job: Job, run_dir: Path, todo: list[tuple[Cell, str]], executor: Ex
         stream = executor.records(job, todo, on_start=lambda cell: bar.set_description(cell.label()))
         lines = CellLines(len(todo), tell)
         try:
-            for record in stream:
-                store.put(record)
-                done[record["cell_id"]] = record
-                write_tables(run_dir, [done[cell_id] for cell_id in by_id if cell_id in done])
-                lines.finished(by_id[record["cell_id"]].label(), record)
-                bar.update(1)
+            with heartbeats(tell):
+                for record in stream:
+                    store.put(record)
+                    done[record["cell_id"]] = record
+                    write_tables(run_dir, [done[cell_id] for cell_id in by_id if cell_id in done])
+                    lines.finished(by_id[record["cell_id"]].label(), record)
+                    bar.update(1)
         except KeyboardInterrupt:
             tell(f"interrupted; finished cells are saved in {run_dir}", logging.WARNING)
             raise

@@ -8,6 +8,7 @@ so two trainers cannot drift apart in how they train.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msbench.logs import duration, heartbeat, heartbeat_interval
 from msbench.progress import progress
 
 
@@ -194,6 +196,26 @@ class Once:
         yield None
 
 
+class Pulse:
+    """The loop's heartbeat off a terminal: ``desc: epoch k/n, step i/m, elapsed, ETA`` once every
+    ``logs.heartbeat_interval()`` seconds (a clock read per step, nothing else)."""
+
+    def __init__(self, desc: str, epochs: int, steps: int, unit: str):
+        self.desc, self.epochs, self.steps, self.unit = desc, epochs, steps, unit
+        self.start = self.last = time.monotonic()
+        self.every = heartbeat_interval()
+
+    def beat(self, epoch: int, step: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        done = epoch * self.steps + step
+        left = (now - self.start) / done * (self.epochs * self.steps - done)
+        heartbeat(f"{self.desc}: {self.unit} {epoch + 1}/{self.epochs}, step {step}/{self.steps}, "
+                  f"{duration(now - self.start)} elapsed, ETA {duration(left)}")
+
+
 def train_loop(step: Callable[[Any], Mapping[str, torch.Tensor | float]], batches: Shuffled | Once,
                epochs: int, modules: Sequence[nn.Module], optimisers: Sequence[Optimiser], desc: str,
                on_epoch: Callable[[int], None] | None = None) -> None:
@@ -208,15 +230,17 @@ def train_loop(step: Callable[[Any], Mapping[str, torch.Tensor | float]], batche
     ``on_epoch(epoch)`` runs after each epoch (reports of intermediate models).
     """
     values: Mapping[str, torch.Tensor | float] = {}
+    pulse = Pulse(desc, epochs, len(batches), batches.unit)
     with progress(total=epochs * len(batches), desc=desc, unit="step") as bar:
         for epoch in range(epochs):
             for module in modules:
                 module.train()
             for optimiser in optimisers:
                 optimiser.where = f" in {batches.unit} {epoch + 1}"
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 values = step(batch)
                 bar.update(1)
+                pulse.beat(epoch, index + 1)
             for optimiser in optimisers:
                 optimiser.end_epoch()
             bar.set_postfix(epoch=epoch + 1, **{k: f"{float(v):.3f}" for k, v in values.items()})

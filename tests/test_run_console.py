@@ -224,3 +224,28 @@ def test_readme_states_the_python_requirement_and_the_system_tools_ci_installs()
     readme_tools = re.search(r"apt-get install ((?:[\w.-]+ ?)+)", readme).group(1).split()
     ci_tools = re.search(r"apt-get install -y -qq ((?:[\w.-]+ ?)+)", ci).group(1).split()
     assert sorted(readme_tools) == sorted(ci_tools) and "poppler-utils" in ci_tools  # pdffonts
+
+
+def test_off_a_terminal_training_beats_a_heartbeat_and_sigterm_ends_the_run_like_ctrl_c(tmp_path, mnist_root):
+    """A victim that trains for long still says where it is (epoch, step, elapsed, ETA) in the log and
+    run.log; SIGTERM from a scheduler stops the run as Ctrl-C does, naming what it kept."""
+    suite_file = tiny_suite(tmp_path, victim={"epochs": 40}, matrix={"label_modes": ["soft"]})
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MSBENCH_DATA": str(mnist_root), "OMP_NUM_THREADS": "1",
+           "MSBENCH_HEARTBEAT": "0.3"}
+    env.pop("MSBENCH_PROGRESS", None)
+    process = subprocess.Popen([sys.executable, "-m", "msbench", "run", str(suite_file), "--out", "run", "--no-report"],
+                               cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    beats = []
+    for line in process.stdout:
+        if re.search(r"^vanilla mnist/smallcnn: epoch \d+/40, step \d+/\d+, .+ elapsed, ETA ", line):
+            beats.append(line)
+            if len(beats) == 2:
+                process.send_signal(subprocess.signal.SIGTERM)
+                break
+    rest = process.stdout.read()
+    error = process.stderr.read()
+    assert process.wait() == 143, error
+    assert len(beats) == 2 and "interrupted; finished cells are saved in run" in rest
+    assert error.strip().splitlines()[-1] == "terminated (SIGTERM); finished cells are kept, the same command continues"
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert len(re.findall(rf"^{STAMP} INFO    .*epoch \d+/40, step", log, re.M)) >= 2
