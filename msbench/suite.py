@@ -16,7 +16,7 @@ import msbench.attacks  # noqa: F401  (registers the built-in plugins before nam
 import msbench.defenses  # noqa: F401
 import msbench.models  # noqa: F401
 from msbench.config import SuiteError, build, coerce, unknown_key
-from msbench.data import ROLES, DataError, DatasetSpec, MissingDataError, default_data_root, load_split
+from msbench.data import ROLES, DatasetSpec, default_data_root
 from msbench.defenses.chain import chain_problem, resolve_chain
 from msbench.plugin_config import plugin_config
 from msbench.plugin_modules import import_plugins
@@ -24,6 +24,7 @@ from msbench.report_options import ReportOptions
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry, UnknownPluginError
 from msbench.suite_checks import (NAME_PATTERN, check_recipe, check_run, check_subset, check_unique, device_problem,
                                   file_spec, plugin_name, table, table_value, union_members, union_specs)
+from msbench.suite_data import check_data
 from msbench.suite_schema import DatasetOptions, Matrix, PluginSettings, RunOptions, Suite
 from msbench.sweep import SweepOptions
 from msbench.timing.schema import TimingOptions
@@ -242,33 +243,6 @@ def _name(raw: dict[str, Any], file: str, path: Path | None) -> str:
         raise SuiteError(file, "name", f"expected a plain folder name (letters, digits, '.', '_', '+', '-'; "
                                        f"it names runs/<name> and reports/<name>), got {name!r}")
     return name
-
-
-def check_data(suite: Suite, root: Path) -> None:
-    """Load every split the suite will read, so missing files fail before any training."""
-    needed: list[tuple[str, str, str]] = []
-    for dataset in suite.matrix.datasets:
-        needed += [(dataset, "train", f"matrix.datasets ({dataset})"), (dataset, "test", f"matrix.datasets ({dataset})")]
-        roles_used = set()
-        for composition in suite.matrix.defenses:
-            for name in resolve_chain(composition):
-                roles_used.update(DEFENSES.get(name).roles)
-        for attack in suite.matrix.attacks:
-            roles_used.update(ATTACKS.get(attack).roles)
-        for role in sorted(roles_used):
-            other = suite.role(dataset, role)
-            if other is None:
-                raise SuiteError(str(suite.path), f"datasets.{dataset}.{role}", "this suite's plugins need this role dataset; none is set")
-            needed.append((other, "train", f"datasets.{dataset}.{role}"))
-    for name, split, key in needed:
-        try:
-            load_split(suite.spec(name), root, split)
-        except MissingDataError as missing:
-            raise SuiteError(str(suite.path), key, f"{name}: {missing}") from None
-        except DataError as bad:  # name the data file first, then where the suite asks for it
-            raise DataError(bad.file, bad.key, f"{bad.message} ({name} {split} split, read for {key} of {suite.path})") from None
-        except OSError as failure:
-            raise SuiteError(str(suite.path), key, f"{name}: cannot read {failure.filename or 'its files'} ({failure.strerror})") from None
 
 
 __all__ = ["Suite", "SuiteError", "Matrix", "RunOptions", "DatasetOptions", "PluginSettings", "load_suite", "parse_suite",

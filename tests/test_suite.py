@@ -61,7 +61,25 @@ def test_missing_dataset_files_fail_before_training(tmp_path):
     suite = parse_suite(with_(), "s.toml")
     with pytest.raises(SuiteError) as error:
         check_data(suite, tmp_path)
-    assert error.value.key.startswith("matrix.datasets") and str(tmp_path) in error.value.message
+    assert error.value.key == "data" and str(tmp_path) in error.value.message and "matrix.datasets (mnist)" in error.value.message
+
+
+def test_every_missing_dataset_is_named_in_one_error_and_a_missing_root_is_not_created(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSBENCH_DOWNLOAD", "1")  # even where downloads are allowed: a root that is not there stays so
+    raw = with_(matrix__defenses=["vanilla", "am"], datasets__mnist={"surrogate": "emnist-letters", "ood": "kmnist-test"},
+                datasets__kmnist_test={"format": "idx", "like": "mnist",
+                                       "test": {"images": "KMNIST/t10k-images", "labels": "KMNIST/t10k-labels"}})
+    raw["datasets"]["kmnist-test"] = raw["datasets"].pop("kmnist_test")
+    suite = parse_suite(raw, "s.toml")
+    root = tmp_path / "typo-in-the-root"
+    with pytest.raises(SuiteError) as error:
+        check_data(suite, root)
+    text = str(error.value)
+    assert len(text.splitlines()) == 1 and text.startswith("s.toml: data: 3 datasets missing under ")
+    for name, key in (("mnist", "matrix.datasets (mnist)"), ("emnist-letters", "datasets.mnist.surrogate"),
+                      ("kmnist-test", "datasets.mnist.ood")):
+        assert f"{name} " in text and key in text
+    assert "nothing was downloaded or created" in text and not root.exists()
 
 
 def test_toml_syntax_error_is_one_line(tmp_path):
@@ -91,8 +109,9 @@ def test_cli_missing_data_exits_2(tmp_path):
     path = Path(__file__).resolve().parents[1] / "suites" / "smoke.toml"
     result = subprocess.run([sys.executable, "-m", "msbench.cli", "run", str(path), "--data-root", str(tmp_path / "nothing"),
                              "--out", str(tmp_path / "run")], capture_output=True, text=True, env={**__import__("os").environ, "MSBENCH_DOWNLOAD": "0"})
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "smoke.toml: matrix.datasets (mnist)" in result.stderr and "nothing" in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "smoke.toml: data: 2 datasets missing under" in result.stderr and "matrix.datasets (mnist)" in result.stderr
+    assert not (tmp_path / "nothing").exists()  # a mistyped --data-root is not created
 
 
 def test_shipped_suites_validate():

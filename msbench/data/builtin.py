@@ -6,9 +6,11 @@ fails with MissingDataError naming the folder it looked in. EMNIST-letters also 
 """
 from __future__ import annotations
 
+import contextvars
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -21,8 +23,22 @@ MNIST_STATS = ((0.1307,), (0.3081,))
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 
 
+_OFFLINE = contextvars.ContextVar("msbench_offline", default=False)
+
+
 def downloads_allowed() -> bool:
-    return os.environ.get("MSBENCH_DOWNLOAD", "1") not in ("0", "false", "no")
+    return not _OFFLINE.get() and os.environ.get("MSBENCH_DOWNLOAD", "1") not in ("0", "false", "no")
+
+
+@contextmanager
+def offline() -> Iterator[None]:
+    """No download while the block runs: a suite's data are first looked for as they are on disk, so
+    every missing dataset is named at once, before anything is fetched or created."""
+    token = _OFFLINE.set(True)
+    try:
+        yield
+    finally:
+        _OFFLINE.reset(token)
 
 
 def _torchvision(cls_name: str, folder: str, **fixed: Any) -> Callable[[Path, str], ImageData]:
@@ -41,8 +57,8 @@ def _torchvision(cls_name: str, folder: str, **fixed: Any) -> Callable[[Path, st
             dataset = cls(str(root), download=False, **kwargs)
         except (RuntimeError, FileNotFoundError) as missing:
             if not downloads_allowed():
-                raise MissingDataError(f"{cls_name} ({split}) not found under {root / folder}; "
-                                       f"downloads are off (MSBENCH_DOWNLOAD=0)") from missing
+                why = "" if _OFFLINE.get() else "; downloads are off (MSBENCH_DOWNLOAD=0)"
+                raise MissingDataError(f"{cls_name} ({split}) not found under {root / folder}{why}") from missing
             try:
                 dataset = cls(str(root), download=True, **kwargs)
             except Exception as failed:  # network errors come in many types
