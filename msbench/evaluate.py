@@ -73,6 +73,9 @@ def run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
             clone = attack.run(oracle, ctx).eval()
         clone_labels = predict_labels(clone, splits.test.images, device)
         clone_acc = accuracy(clone_labels, splits.test.labels)
+        stuck = learned_nothing(clone_acc, splits.test.labels)
+        if stuck:
+            ctx.notes["learned_nothing"] = stuck
     finally:  # also when the attack failed: a damaged victim must not serve later cells
         victims.check(cell.dataset, cell.arch, chain, cell.seed)
     record.update(budget=settings.config.budget, queries=ledger.queries, benign_acc=info["benign_acc"], clone_acc=clone_acc,
@@ -84,6 +87,15 @@ def run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
                   curve=curve, msbench=__version__, torch=torch.__version__, device=str(device))
     record.update(provenance(device))
     return record
+
+
+def learned_nothing(clone_acc: float, labels: torch.Tensor) -> str:
+    """A note when the clone is no better than guessing (at most 1.5 x the majority class's share of the
+    test set), so a stuck attack shows in the record instead of reading as a strong defense; else ""."""
+    chance = 100.0 * float(torch.bincount(labels).max()) / max(1, len(labels))
+    if clone_acc <= 1.5 * chance:
+        return f"clone accuracy {clone_acc:.1f}% is at chance level ({chance:.1f}% for the majority class): it learned nothing"
+    return ""
 
 
 def attack_role(ws: Workspace, dataset: str, attack: Any, role: str) -> UnlabeledImages:

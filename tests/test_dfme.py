@@ -102,3 +102,19 @@ def test_a_generator_step_raises_the_disagreement(one_thread):
     estimate, at_x = forward_difference_gradient(minus_l, pre, 200, 1e-3, generator)
     stepped = minus_l(pre - 0.5 * estimate / estimate.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
     assert (stepped < at_x).float().mean() >= 5 / 6  # -l went down: the disagreement went up
+
+
+def test_the_schedule_at_a_small_budget_decays_where_the_docs_say():
+    official = DFME(DFME.Config(budget=100_000))  # 55 iterations of 1,792 queries
+    assert official.iteration_cost() == 1792 and official.schedule(55) == [5, 16, 27]  # 10%, 30%, 50% of 55
+    held = DFME(DFME.Config(budget=100_000, decay_after=40))
+    assert held.schedule(55) == [40]  # the three decays land on iteration 40: one x0.3 there
+    assert DFME(DFME.Config(budget=100_000, decay_after=60)).schedule(55) == []  # beyond the run: constant rates
+    assert DFME(DFME.Config(milestones=[0.5])).schedule(1000) == [500]
+
+
+@pytest.mark.parametrize("changes, key", [({"budget": 1000}, "budget"), ({"milestones": [0.5, 1.0]}, "milestones"),
+                                          ({"milestones": [0.5, 0.3]}, "milestones"), ({"decay_after": -1}, "decay_after")])
+def test_bad_schedule_and_budget_are_one_line_naming_the_key(changes, key):
+    with pytest.raises(ValueError, match=rf"^dfme\.{key}: expected "):
+        DFME(DFME.Config(**changes))

@@ -2,6 +2,7 @@
 attacker without labels, and a bad union is one line naming its key. Small synthetic npz files only."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,7 @@ class _Config:
     budget: int = 10
 
 
-def test_an_attacker_gets_the_union_without_labels(tmp_path):
+def test_an_attacker_gets_the_union_without_labels_and_a_clone_that_learned_nothing_is_noted(tmp_path):
     @register_attack("spy-pool")
     class SpyPool(Attack):
         """Records what ctx.query_data() hands it; queries nothing."""
@@ -76,6 +77,7 @@ def test_an_attacker_gets_the_union_without_labels(tmp_path):
                       attacks={"knockoff": None}, datasets=datasets(tmp_path))
     frame = msbench.run_suite(path, data_root=tmp_path, out=tmp_path / "run", echo=lambda *_: None, report=False)
     assert list(frame.status) == ["ok"]
+    assert "it learned nothing" in json.loads(frame.notes.iloc[0])["learned_nothing"]  # an untrained clone: stuck, said so
     pool = SEEN["pool"]
     assert isinstance(pool, UnlabeledImages) and not hasattr(pool, "labels")
     parsed = parse_suite(suite(tmp_path), "s.toml")

@@ -25,7 +25,13 @@ runs whole iterations while the budget covers one, so the query count is exact a
 and what remains is left unspent (notes). Defaults are the authors' released CIFAR-10 settings:
 batch 256, m = 1, eps = 1e-3, 1 generator and 5 clone steps per iteration, z of 256 dimensions, clone
 SGD lr 0.1 (momentum 0.9, weight decay 5e-4), generator Adam lr 1e-4, both learning rates x0.3 at
-10%, 30% and 50% of the iterations. The generator is the authors' DCGAN-style one (linear to a
+10%, 30% and 50% of the iterations (``milestones``). At small budgets those fractions decay the
+rates after a handful of iterations (100,000 queries at batch 256 are 55 iterations: x0.3 from
+iteration 5, x0.027 from 27), which freezes an unlucky start; ``decay_after`` (default 0, the
+official schedule) holds every decay back to at least that many iterations. Decays that land on
+one iteration are applied once (so ``decay_after = 40`` at 55 iterations is one x0.3 at 40), and a
+milestone at or beyond the run's last iteration is dropped; the record's notes list where the
+rates decayed (``lr_decays_at``). The generator is the authors' DCGAN-style one (linear to a
 (2 ngf, H/4, W/4) map, two upsampling convolution blocks with BatchNorm and LeakyReLU 0.2, a final
 convolution to C channels and an affine-free BatchNorm), with tanh mapped to [0, 1] (msbench
 victims take [0, 1] images; the authors' generator works in normalised space).
@@ -42,7 +48,7 @@ The clone's intermediate states are reported every ``report_every`` queries for 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -135,6 +141,8 @@ class DFME(Attack):
         ngf: int = 64
         lr_clone: float = 0.1
         lr_generator: float = 1e-4
+        milestones: list[float] = field(default_factory=lambda: list(MILESTONES))  # fractions of the iterations: x0.3 each
+        decay_after: int = 0  # no learning-rate decay before this iteration (0: the official fractions as they fall)
         report_every: int = 0  # queries between reported clones for budget curves; 0: the end only
 
     @staticmethod
@@ -147,7 +155,19 @@ class DFME(Attack):
         for key in ("epsilon", "lr_clone", "lr_generator"):
             if not getattr(config, key) > 0:
                 return key, f"expected a positive number, got {getattr(config, key)}"
+        if any(not 0 < f < 1 for f in config.milestones) or list(config.milestones) != sorted(set(config.milestones)):
+            return "milestones", f"expected increasing fractions of the run strictly between 0 and 1, got {list(config.milestones)}"
+        if config.decay_after < 0:
+            return "decay_after", f"expected a non-negative number of iterations, got {config.decay_after}"
+        cost = (config.generator_steps * (config.directions + 1) + config.clone_steps) * config.batch_size
+        if config.budget < cost:
+            return "budget", f"expected at least one iteration's {cost} queries, got {config.budget}"
         return None
+
+    def schedule(self, iterations: int) -> list[int]:
+        """The iterations after which both learning rates are scaled by 0.3 (see the module docstring)."""
+        c = self.config
+        return sorted({m for m in (max(1, c.decay_after, int(f * iterations)) for f in c.milestones) if m < iterations})
 
     def iteration_cost(self) -> int:
         c = self.config
@@ -170,7 +190,8 @@ class DFME(Attack):
             raise ValueError("dfme: the attack context gives no input shape for the generator's images")
         shape = ctx.input_shape
         generator_net = build_seeded(lambda: Generator(shape, config.nz, config.ngf), ctx.seed_for("dfme.generator")).to(device)
-        milestones = sorted({max(1, int(f * iterations)) for f in MILESTONES})
+        milestones = self.schedule(iterations)
+        ctx.notes["lr_decays_at"] = milestones
         clone_opt = Optimiser.milestone_sgd(clone.parameters(), config.lr_clone, 0.9, 5e-4, milestones, LR_SCALE, "dfme clone")
         # the generator's schedule only where it steps (a schedule stepped before its optimiser warns)
         gen_opt = Optimiser.adam(generator_net.parameters(), config.lr_generator,
