@@ -9,9 +9,22 @@ from pathlib import Path
 from msbench.config import InputError
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from msbench.plan import plan_suite
+    from msbench.suite import load_suite
+
+    plan = plan_suite(load_suite(args.suite), out=args.out, device=args.device, retry_failed=args.retry_failed,
+                      force=args.force)
+    print("\n".join(plan.lines()), flush=True)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from msbench.executors import make_executor
     from msbench.run import run_suite, summary
+
+    if args.dry_run:
+        return _plan(args)
 
     ray_options = {"address": args.ray_address, "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task}
     try:
@@ -99,12 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-failed", action="store_true", help="run again the cells recorded as failed")
     run.add_argument("--force", action="store_true", help="recompute every cell and retrain every victim, even those done")
     run.add_argument("--no-report", action="store_true", help="do not render reports/<suite name> at the end")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (msbench plan) and run nothing")
     run.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                      help="local: this process (default); ray: victims and cells as tasks on a Ray cluster")
     run.add_argument("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
     run.add_argument("--cpus-per-task", type=int, default=1, help="ray: CPUs (and torch threads) per task (default: 1)")
     run.add_argument("--gpus-per-task", type=float, default=None, help="ray: GPUs per task (default: 1 where the cluster has GPUs)")
     run.set_defaults(handler=_run)
+
+    planning = commands.add_parser("plan", help="what a run would do and cost, without running it",
+                                   description="Cells cached and to run, victims to train, and an estimated time "
+                                               "(measured where the run directory has records, else a stated cost model).")
+    planning.add_argument("suite", type=Path, help="suite TOML file, e.g. suites/full.toml")
+    planning.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<suite name>)")
+    planning.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the suite's run.device)")
+    planning.add_argument("--retry-failed", action="store_true", help="count the failed cells as to run")
+    planning.add_argument("--force", action="store_true", help="count every cell and victim as to run")
+    planning.set_defaults(handler=_plan)
 
     timing = commands.add_parser("time", help="time each defense's deployed API (inference cost)",
                                  description="Time what a suite's [timing] section names and write runs/<suite>/timing.csv; "

@@ -20,7 +20,8 @@ from msbench.data import default_data_root
 from msbench.executors import Executor, Job, make_executor
 from msbench.executors.base import forget_workspaces
 from msbench.io import DiskError, RunLock, make_dirs, write_atomic
-from msbench.logs import CellLines, failure_summary, heartbeats, start_line, teller
+from msbench.logs import CellLines, duration, failure_summary, heartbeats, start_line, teller
+from msbench.plan import WARN_SECONDS, plan_suite
 from msbench.progress import progress
 from msbench.report import render_report
 from msbench.results import RecordStore, results_frame, write_tables
@@ -89,6 +90,10 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
         check_device(device or suite.run.device, "--device" if device else f"{suite.path}: run.device")
     run_dir = Path(out) if out else Path("runs") / suite.name
     request = RunRequest(device, retry_failed, force, report, Path(report_dir) if report_dir else None, echo)
+    plan = plan_suite(suite, out=run_dir, device=device, retry_failed=retry_failed, force=force)
+    if plan.seconds > WARN_SECONDS:  # a GPU suite started on a CPU, say: said before hours go by
+        teller(run_dir if run_dir.is_dir() else None, echo)(
+            f"warning: {plan.lines()[0]} (over {duration(WARN_SECONDS)}; `msbench plan {suite.path}` for the basis)", logging.WARNING)
     with RunLock(run_dir):  # a second run on this directory stops here, naming the holder
         check_run_dir(run_dir)
         return _run_locked(Job(suite, root.resolve(), run_dir.resolve(), device), run_dir, request, executor)

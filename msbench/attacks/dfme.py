@@ -128,6 +128,7 @@ class DFME(Attack):
     roles = ()
     contract_settings = {"budget": 700, "batch_size": 32, "nz": 32, "ngf": 16}  # test size: 3 iterations
     learns_at_test_size = False  # data-free: millions of queries at paper scale
+    passes_per_query = 2.0  # each query is a forward of the clone and generator, a clone step a backward too
 
     @dataclass
     class Config:

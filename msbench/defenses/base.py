@@ -96,6 +96,9 @@ class Defense:
     # or a method ``cost_model(self, batch_size) -> str`` where the formula depends on the config
     # (a fast form costs other than the paper's). "?" until a plugin states it.
     cost_model: ClassVar[str | dict[str, str]] = "?"
+    # Its training cost relative to one Vanilla training on the same data and recipe, for the run
+    # plan's cost model (``msbench plan``) where no record measured it (the InI paper's Table B.1).
+    training_cost: ClassVar[float] = 1.0
 
     @dataclass
     class Config:
@@ -128,7 +131,7 @@ class TrainingDefense(Defense):
 
 class OutputDefense(Defense):
     """Wraps a base victim at inference. ``fit`` trains any auxiliary model (AM's misinformation
-    model); MAD needs none.
+    model); MAD needs none (``training_cost`` 0, the default here).
 
     ``tunable`` names the setting benign matching may tune (a field of ``Config``, read by the
     wrapper module at inference), ``tunable_grid`` its values from strongest to weakest. The
@@ -136,6 +139,7 @@ class OutputDefense(Defense):
     overrides ``tune`` and ``setting`` and nothing else."""
 
     default_base: ClassVar[str] = "vanilla"
+    training_cost: ClassVar[float] = 0.0  # an output defense usually trains nothing of its own
     tunable: ClassVar[str | None] = None
     tunable_grid: ClassVar[tuple[float, ...]] = ()
     color_over_base: ClassVar[str | None] = None  # colour when stacked on another defense's victim (InI + MAD)

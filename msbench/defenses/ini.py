@@ -141,6 +141,7 @@ class InI(TrainingDefense):
 
     roles = ("ood",)
     label, color, paper_order = "InI", "#D55E00", 4
+    training_cost = 12.15  # Table B.1: InI 12.15x Vanilla
     ablation_reference = True  # its ablations are reported beside it
     cost_model = "M_f"  # the isolation is in training; the deployed victim is one forward
     # the paper's form diverges within an epoch at test size (as in suites/quick.toml); a clipped update does not

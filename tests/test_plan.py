@@ -1,0 +1,63 @@
+"""The run plan: cells cached and to run, victims to train and the estimate's basis, on a partly
+cached run; `run --dry-run` runs nothing; a run over the warning threshold says so before it starts."""
+from __future__ import annotations
+
+import pytest
+
+import msbench
+from msbench.cli import main
+from msbench.plan import IMAGE_SECONDS, plan_suite
+from msbench.suite import load_suite
+from tests.conftest import data_root, tiny_suite
+
+
+@pytest.fixture(scope="module")
+def mnist_root_module():
+    root = data_root()
+    if root is None or not (root / "EMNIST-letters").exists():
+        pytest.skip("MNIST and EMNIST-letters not found: set MSBENCH_DATA to the dataset folder")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory, mnist_root_module):
+    """A tiny run of seed 0 (two cells: soft and hard), finished."""
+    base = tmp_path_factory.mktemp("plan")
+    path = tiny_suite(base, "one.toml", matrix={"seeds": [0]}, victim={"epochs": 1})
+    msbench.run_suite(path, data_root=mnist_root_module, out=base / "run", echo=lambda *_: None, report=False)
+    return base
+
+
+def test_a_partly_cached_run_is_counted_and_estimated_from_its_records(cached):
+    more = load_suite(tiny_suite(cached, "two.toml", matrix={"seeds": [0, 1]}, victim={"epochs": 1}))
+    plan = plan_suite(more, out=cached / "run", device="cpu")
+    assert (plan.cells, plan.cached, plan.failed, plan.to_run) == (4, 2, 0, 2)
+    assert (plan.victims, plan.victims_to_train) == (1, 1)  # seed 1's Vanilla: new; seed 0's is cached
+    assert "victims: 1 from this run's records, 0 from the cost model" in plan.basis[0]
+    assert "cells: 2 from this run's records, 0 from the cost model" in plan.basis[1]
+    records = msbench.load_results(cached / "run")
+    expected = records["victim_train_seconds"].mean() + 2 * records["attack_seconds"].mean()
+    assert plan.seconds == pytest.approx(expected)
+    fresh = plan_suite(more, out=cached / "elsewhere", device="cpu")  # nothing measured there: the cost model
+    assert (fresh.cached, fresh.to_run, fresh.victims_to_train) == (0, 4, 2)
+    assert "0 from this run's records, 2 from the cost model" in fresh.basis[0]
+    victims = 2 * 600 * 1 * IMAGE_SECONDS[("smallcnn", "cpu")]  # two seeds' Vanilla: 600 images, 1 epoch
+    cells = 4 * 300 * 1 * IMAGE_SECONDS[("smallcnn", "cpu")]  # KnockoffNets: 300 answers, one clone epoch
+    assert fresh.seconds == pytest.approx(victims + cells)
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(cached, capsys):
+    path = tiny_suite(cached, "two.toml", matrix={"seeds": [0, 1]}, victim={"epochs": 1})
+    assert main(["run", str(path), "--out", str(cached / "run"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("tiny on cpu: 4 cells, 2 cached, 0 failed, 2 to run; 1 of 1 victims to train; estimated ")
+    assert len(list((cached / "run" / "records").glob("*.json"))) == 2  # nothing ran
+    assert main(["plan", str(path), "--out", str(cached / "run")]) == 0 and capsys.readouterr().out == out
+
+
+def test_a_run_over_the_threshold_warns_before_it_starts(cached, mnist_root_module, monkeypatch):
+    monkeypatch.setattr("msbench.run.WARN_SECONDS", -1.0)  # every estimate is over it, even all cached (0 s)
+    lines: list[str] = []
+    path = tiny_suite(cached, "one.toml", matrix={"seeds": [0]}, victim={"epochs": 1})
+    msbench.run_suite(path, data_root=mnist_root_module, out=cached / "run", echo=lines.append, report=False)
+    assert lines[0].startswith("warning: tiny on cpu: 2 cells, 2 cached") and "msbench plan" in lines[0]
