@@ -307,3 +307,14 @@ def test_escape_and_cli(tmp_path):
     assert (tmp_path / "rep" / "tables.tex").exists() and not (tmp_path / "rep" / "index.html").exists()
     assert cli_main(["report", str(run), "--out", str(tmp_path / "rep"), "--format", "docx"]) == 2
     assert cli_main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_repeated_notes_are_one_row_with_their_count(tmp_path):
+    results = synthetic_results()
+    results["notes"] = '{"distinct_images": 2000}'
+    results.loc[results.index[0], "notes"] = '{"budget_capped": "surrogate set has 10 images; used 10"}'
+    report = render_report(write_run(tmp_path / "run", results, suite='{"name": "n"}'), out=tmp_path / "rep", formats="html")
+    html = (report / "index.html").read_text()
+    section = html.split("Notes attached to cells")[1].split("</table>")[0]
+    assert section.count("<tr><td>") == 2
+    assert f"<td>distinct_images: 2000</td><td>{len(results) - 1}</td>" in section and "and " in section

@@ -80,19 +80,29 @@ def _shown(value: Any) -> str:
 
 
 def _cell_notes(results: pd.DataFrame) -> list[dict[str, str]]:
-    """Notes attacks and defenses attached to cells (e.g. a capped budget), one line per distinct note."""
+    """Notes attacks and defenses attached to cells (e.g. a capped budget), one row per distinct note
+    with how many cells carry it and which (the first three named): a note every cell repeats is one row."""
     if results.empty:
         return []
-    notes = []
+    grouped: dict[str, list[str]] = {}
     for _, row in results[results["notes"].notna() & (results["notes"].astype(str) != "")].iterrows():
         try:
-            parsed = json.loads(row["notes"])
-            text = _shown(parsed)
+            text = _shown(json.loads(row["notes"]))
         except (TypeError, ValueError):
             text = str(row["notes"])
-        notes.append({"cell": f"{row['dataset']}/{row['arch']}/{row['defense']}/{row['attack']}/{row['label_mode']}/seed {_shown(row['seed'])}",
-                      "note": text})
-    return notes
+        cell = f"{row['dataset']}/{row['arch']}/{row['defense']}/{row['attack']}/{row['label_mode']}/seed {_shown(row['seed'])}"
+        grouped.setdefault(text, []).append(cell)
+    return [{"cell": "; ".join(cells[:3]) + (f"; and {len(cells) - 3} more" if len(cells) > 3 else ""), "count": str(len(cells)),
+             "note": text} for text, cells in grouped.items()]
+
+
+def _commits(results: pd.DataFrame) -> str:
+    """The msbench commits the records were computed at (short), each marked when its checkout was dirty."""
+    if results.empty or "git_commit" not in results.columns:
+        return ""
+    values = [str(v) for v in in_order(results["git_commit"].dropna()) if str(v)]
+    shown = [f"{v[:10]}{' (uncommitted changes)' if v.endswith('+dirty') else ''}" for v in values]
+    return ", ".join(shown)
 
 
 def _tuned(results: pd.DataFrame) -> list[dict[str, str]]:
@@ -178,6 +188,7 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
                    for _, row in failed.iterrows()],
         "datasets": _dataset_notes(tables),
         "cell_notes": _cell_notes(results),
+        "commits": _commits(tables.recorded if not results.empty else results),
         "tuned": _tuned(results),
         "run_environment": _run_environment(tables),
         "machine": _rendering_machine(),
