@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the suite's run.device)")
     run.add_argument("--retry-failed", action="store_true", help="run again the cells recorded as failed")
     run.add_argument("--force", action="store_true", help="recompute every cell and retrain every victim, even those done")
-    run.add_argument("--no-report", action="store_true", help="do not render reports/<suite name> at the end")
+    run.add_argument("--no-report", action="store_true", help="do not render reports/<run folder name> at the end")
     run.add_argument("--dry-run", action="store_true", help="print the plan (msbench plan) and run nothing")
     run.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                      help="local: this process (default); ray: victims and cells as tasks on a Ray cluster")

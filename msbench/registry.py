@@ -6,6 +6,9 @@ in the group ``msbench.<kind>s`` pointing at a module whose import runs its deco
 """
 from __future__ import annotations
 
+import inspect
+import os
+
 import difflib
 import sys
 from contextlib import contextmanager
@@ -27,12 +30,29 @@ class UnknownPluginError(KeyError):
         return self.args[0]
 
 
+def _source(obj: object) -> tuple[str | None, str | None]:
+    """(source file, qualified name) of a class or function: what identifies a definition whatever its module is called."""
+    try:
+        path = inspect.getsourcefile(obj)  # type: ignore[arg-type]
+    except TypeError:
+        path = None
+    return (os.path.realpath(path) if path else None, getattr(obj, "__qualname__", None))
+
+
 def _same_definition(old: object, new: object) -> bool:
-    """True for the same object, or the same class/function defined again by re-importing its module."""
+    """True for the same object, or the same class/function defined again: its module re-imported, or
+    one file imported under two names (an entry point of a package and a suite's ``plugins``)."""
     if old is new:
         return True
     name = lambda o: (getattr(o, "__module__", None), getattr(o, "__qualname__", None))  # noqa: E731
-    return name(old) == name(new) and name(old) != (None, None)
+    if name(old) == name(new) and name(old) != (None, None):
+        return True
+    return _source(old) == _source(new) and _source(old)[0] is not None
+
+
+def _where(obj: object) -> str:
+    path, qualname = _source(obj)
+    return f"{getattr(obj, '__module__', '?')}.{qualname} ({path or 'no source file'})"
 
 
 class Registry(Generic[T]):
@@ -49,7 +69,9 @@ class Registry(Generic[T]):
 
         def decorator(obj: T) -> T:
             if key in self._items and not _same_definition(self._items[key], obj):
-                raise ValueError(f"{self.kind} '{key}' is already registered")
+                old = self._items[key]
+                raise ValueError(f"{self.kind} '{key}' is already registered by {_where(old)}; {_where(obj)} registers "
+                                 f"another definition under the same name: rename one")
             self._items[key] = obj
             try:
                 obj.registered_name = key  # type: ignore[attr-defined]

@@ -41,12 +41,22 @@ class RunRequest:
     retry_failed: bool = False  # run again the cells recorded as failed
     force: bool = False  # recompute every cell and retrain every victim, done or not
     report: bool = True  # render the report at the end
-    report_dir: Path | None = None  # default: reports/<suite name>
+    report_dir: Path | None = None  # default: reports/<run directory's name> (runs/<suite name> -> reports/<suite name>)
     echo: Echo | None = None  # also send the run's messages here
 
 
-def check_run_dir(run_dir: Path) -> None:
-    """A run directory msbench can write: its folders are folders, its files are not folders."""
+def check_run_dir(run_dir: Path, suite: str | None = None) -> None:
+    """A run directory msbench can write: its folders are folders, its files are not folders, and it
+    holds no other suite's run (whose rows the tables would drop)."""
+    recorded = run_dir / "suite.json"
+    if suite is not None and recorded.is_file():
+        try:
+            other = json.loads(recorded.read_text()).get("name")
+        except (OSError, ValueError):
+            other = None
+        if other and other != suite:
+            raise DiskError(run_dir, f"holds a run of suite '{other}'; refusing to run suite '{suite}' into it "
+                                     f"(its tables would lose that run's rows): choose another --out")
     for name in ("records", "victims"):
         if (run_dir / name).exists() and not (run_dir / name).is_dir():
             raise DiskError(run_dir / name, "a file stands where a folder is needed; move it away")
@@ -77,7 +87,8 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     ``executor``: ``"local"`` (this process), ``"ray"`` (a Ray cluster: ``RAY_ADDRESS``, else a local
     one), or an ``Executor`` such as ``RayExecutor(address=..., gpus_per_task=1)``. With ``report``
     (default), renders the report from the run's tables into ``report_dir`` (default
-    ``reports/<suite name>``); a failed rendering only warns, the results stay in the run dir.
+    ``reports/<run directory's name>``, so two run folders of one suite keep two reports); a failed
+    rendering only warns, the results stay in the run dir.
 
     Every input is checked before any work (suite values, data files, the device, the run
     directory); a second run on the same run directory stops at once (``RunLock``).
@@ -95,7 +106,7 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
         teller(run_dir if run_dir.is_dir() else None, echo)(
             f"warning: {plan.lines()[0]} (over {duration(WARN_SECONDS)}; `msbench plan {suite.path}` for the basis)", logging.WARNING)
     with RunLock(run_dir):  # a second run on this directory stops here, naming the holder
-        check_run_dir(run_dir)
+        check_run_dir(run_dir, suite.name)
         return _run_locked(Job(suite, root.resolve(), run_dir.resolve(), device), run_dir, request, executor)
 
 
@@ -164,7 +175,7 @@ def _compute(job: Job, run_dir: Path, todo: list[tuple[Cell, str]], executor: Ex
 def _report(suite: Suite, run_dir: Path, report_dir: Path | None, tell: Echo) -> None:
     """Render the run's report; a failure only warns: the results are safe on disk, `msbench report` can retry."""
     try:
-        target = render_report(run_dir, out=report_dir or Path("reports") / suite.name)
+        target = render_report(run_dir, out=report_dir or Path("reports") / Path(run_dir).resolve().name)
         tell(f"report: {target / 'index.html'}")
     except Exception as failure:
         tell(f"warning: report not rendered ({type(failure).__name__}: {failure}); results are in {run_dir}", logging.WARNING)

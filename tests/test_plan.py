@@ -61,3 +61,21 @@ def test_a_run_over_the_threshold_warns_before_it_starts(cached, mnist_root_modu
     path = tiny_suite(cached, "one.toml", matrix={"seeds": [0]}, victim={"epochs": 1})
     msbench.run_suite(path, data_root=mnist_root_module, out=cached / "run", echo=lines.append, report=False)
     assert lines[0].startswith("warning: tiny on cpu: 2 cells, 2 cached") and "msbench plan" in lines[0]
+
+
+def test_another_suite_into_a_run_directory_is_refused_in_one_line(cached, mnist_root_module):
+    from msbench.io import DiskError
+
+    other = tiny_suite(cached, "other.toml", name="other", victim={"epochs": 1})
+    with pytest.raises(DiskError) as refused:
+        msbench.run_suite(other, data_root=mnist_root_module, out=cached / "run", echo=lambda *_: None, report=False)
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and "holds a run of suite 'tiny'; refusing to run suite 'other'" in message
+    assert msbench.load_results(cached / "run")["dataset"].size == 2  # the first suite's rows are all there
+
+
+def test_the_report_folder_follows_the_run_folder(tmp_path, mnist_root_module):
+    path = tiny_suite(tmp_path, "one.toml", matrix={"label_modes": ["soft"]}, victim={"epochs": 1})
+    for folder in ("copy-a", "copy-b"):
+        msbench.run_suite(path, data_root=mnist_root_module, out=tmp_path / "runs" / folder, echo=lambda *_: None)
+    assert (tmp_path / "reports" / "copy-a" / "index.html").exists() and (tmp_path / "reports" / "copy-b" / "index.html").exists()

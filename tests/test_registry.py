@@ -111,3 +111,49 @@ def test_the_readme_plugin_example_registers_a_free_name():
     assert name not in DEFENSES
     exec(compile(example, "README.md", "exec"), {})  # noqa: S102 (the documented example, as a user runs it)
     assert name in DEFENSES
+
+
+PLUGIN_FILE = '''
+from dataclasses import dataclass
+from msbench.defenses import OutputDefense
+from msbench.registry import register_defense
+
+
+@register_defense("twice_imported")
+class TwiceImported(OutputDefense):
+    """Passes answers through."""
+
+    def build(self, base, ctx):
+        return base
+'''
+
+
+def _import_as(name: str, path):
+    import importlib.util
+
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import does
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_one_plugin_file_imported_under_two_names_is_one_plugin(tmp_path):
+    """An entry point of an installed package and a suite's ``plugins`` may import the same file
+    under two module names: the same definition, not a clash."""
+    from msbench.registry import DEFENSES, plugin_scope
+
+    path = tmp_path / "twice.py"
+    path.write_text(PLUGIN_FILE)
+    with plugin_scope():
+        _import_as("mypackage.twice", path)
+        _import_as("twice", path)  # no error
+        assert DEFENSES.get("twice_imported").__qualname__ == "TwiceImported"  # one plugin, registered once
+        other = tmp_path / "other.py"
+        other.write_text(PLUGIN_FILE.replace("Passes answers through.", "Another class under the same name."))
+        with pytest.raises(ValueError) as clash:
+            _import_as("other", other)
+        message = str(clash.value)
+        assert len(message.splitlines()) == 1 and str(path) in message and str(other) in message and "rename one" in message
