@@ -26,8 +26,14 @@ CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 _OFFLINE = contextvars.ContextVar("msbench_offline", default=False)
 
 
+def offline_now() -> bool:
+    """Inside ``offline()`` (a module-level function: loaders call it, so a loader pickled for a Ray
+    worker refers to it by name and never carries the context variable itself)."""
+    return _OFFLINE.get()
+
+
 def downloads_allowed() -> bool:
-    return not _OFFLINE.get() and os.environ.get("MSBENCH_DOWNLOAD", "1") not in ("0", "false", "no")
+    return not offline_now() and os.environ.get("MSBENCH_DOWNLOAD", "1") not in ("0", "false", "no")
 
 
 @contextmanager
@@ -57,7 +63,7 @@ def _torchvision(cls_name: str, folder: str, **fixed: Any) -> Callable[[Path, st
             dataset = cls(str(root), download=False, **kwargs)
         except (RuntimeError, FileNotFoundError) as missing:
             if not downloads_allowed():
-                why = "" if _OFFLINE.get() else "; downloads are off (MSBENCH_DOWNLOAD=0)"
+                why = "" if offline_now() else "; downloads are off (MSBENCH_DOWNLOAD=0)"
                 raise MissingDataError(f"{cls_name} ({split}) not found under {root / folder}{why}") from missing
             try:
                 dataset = cls(str(root), download=True, **kwargs)
