@@ -23,6 +23,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from msbench.compute import Compute
 from msbench.config import as_dict
 from msbench.defenses import OutputDefense
 from msbench.registry import ATTACKS, DEFENSES
@@ -116,7 +117,9 @@ def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: in
         if suite.run.match_benign is not None and issubclass(defense, OutputDefense) and defense.tunable:
             link["match_benign"] = [suite.run.match_benign, list(defense.tunable_grid)]
         links.append(link)
-    return digest({"v": RESULT_VERSION, "data": data_identity(suite, dataset), "arch": arch, "seed": seed, "chain": links})
+    compute = Compute(suite.run.precision, suite.run.channels_last).non_default()  # {} for fp32, channels-first: keys unchanged
+    return digest({"v": RESULT_VERSION, "data": data_identity(suite, dataset), "arch": arch, "seed": seed, "chain": links,
+                   **({"compute": compute} if compute else {})})
 
 
 def cell_key(suite: Suite, cell: Cell) -> str:

@@ -16,6 +16,7 @@ from torch import nn
 
 from msbench.attacks import AttackContext
 from msbench.cells import Cell
+from msbench.compute import using
 from msbench.data import UnlabeledImages
 from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
 from msbench.oracle import Oracle, QueryLedger
@@ -28,7 +29,13 @@ from msbench.workspace import Workspace
 
 
 def run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
-    """Attack one cell's victim and return its record (raises what the victim, attack or evaluation raised)."""
+    """Attack one cell's victim and return its record (raises what the victim, attack or evaluation
+    raised), every training step at the run's precision and layout (``msbench.compute``)."""
+    with using(ws.compute):
+        return _run_cell(ws, cell, cell_id)
+
+
+def _run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
     suite, victims, device = ws.suite, ws.victims, ws.device
     reads_surrogate = "surrogate" in ATTACKS.get(cell.attack).roles
     record: dict[str, Any] = {**cell.__dict__, "cell_id": cell_id, "status": "ok", "error": "",

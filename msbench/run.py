@@ -20,12 +20,13 @@ from msbench.data import default_data_root
 from msbench.executors import Executor, Job, make_executor
 from msbench.executors.base import forget_workspaces
 from msbench.io import DiskError, RunLock, make_dirs, write_atomic
+from msbench.compute import precision_problem
 from msbench.logs import CellLines, duration, failure_summary, heartbeats, start_line, teller
 from msbench.plan import WARN_SECONDS, plan_suite
 from msbench.progress import progress
 from msbench.report import render_report
 from msbench.results import RecordStore, results_frame, write_tables
-from msbench.suite import Suite, check_data, load_suite
+from msbench.suite import Suite, SuiteError, check_data, load_suite
 from msbench.timing.stage import time_suite
 from msbench.workspace import check_device, resolve_device
 
@@ -99,6 +100,9 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     executor = make_executor(executor)
     if executor.in_process:
         check_device(device or suite.run.device, "--device" if device else f"{suite.path}: run.device")
+        problem = precision_problem(suite.run.precision, resolve_device(device or suite.run.device))
+        if problem:
+            raise SuiteError(str(suite.path), "run.precision", problem)
     run_dir = Path(out) if out else Path("runs") / suite.name
     request = RunRequest(device, retry_failed, force, report, Path(report_dir) if report_dir else None, echo)
     plan = plan_suite(suite, out=run_dir, device=device, retry_failed=retry_failed, force=force)

@@ -35,6 +35,8 @@ class RunOptions:
     test_subset: int | None = None  # test images for benign / clone accuracy (None: all)
     val_fraction: float = 0.1  # of the training subset, held out for benign-accuracy matching
     match_benign: float | None = None  # points: tune output defenses to stay this close to their base victim
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: training steps under autocast (msbench.compute)
+    channels_last: bool = False  # convolutional models in NHWC memory layout
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from msbench.compute import current as current_compute
 from msbench.logs import duration, heartbeat, heartbeat_interval
 from msbench.progress import progress
 
@@ -224,13 +225,15 @@ def train_loop(step: Callable[[Any], Mapping[str, torch.Tensor | float]], batche
 
     The loop owns what the trainers must not get different: ``modules`` in training mode at the
     start of every epoch and in eval mode at the end, each optimiser's schedule stepped after every
-    epoch, the epoch named in a non-finite loss's error, and the progress bar. The step owns its
+    epoch, the epoch named in a non-finite loss's error, the progress bar and heartbeat, and the
+    run's precision (each step under ``msbench.compute``'s autocast; none in fp32). The step owns its
     objective: it makes its batch, computes the loss and updates through an ``Optimiser`` (step_on,
     or its own update direction), and returns the values shown on the bar (scalars).
     ``on_epoch(epoch)`` runs after each epoch (reports of intermediate models).
     """
     values: Mapping[str, torch.Tensor | float] = {}
     pulse = Pulse(desc, epochs, len(batches), batches.unit)
+    compute = current_compute()
     with progress(total=epochs * len(batches), desc=desc, unit="step") as bar:
         for epoch in range(epochs):
             for module in modules:
@@ -238,7 +241,8 @@ def train_loop(step: Callable[[Any], Mapping[str, torch.Tensor | float]], batche
             for optimiser in optimisers:
                 optimiser.where = f" in {batches.unit} {epoch + 1}"
             for index, batch in enumerate(batches):
-                values = step(batch)
+                with compute.autocast():
+                    values = step(batch)
                 bar.update(1)
                 pulse.beat(epoch, index + 1)
             for optimiser in optimisers:

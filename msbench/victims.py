@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from msbench.cells import victim_key
+from msbench.compute import using
 from msbench.config import as_dict
 from msbench.data import ImageData
 from msbench.defenses import OutputDefense, VictimContext, load_cached_victim, save_victim
@@ -55,7 +56,8 @@ class VictimCache:
             self._loaded.move_to_end(key)
             module, info, _ = self._loaded[key]
             return module, info
-        module, info = self._build(dataset, arch, chain, seed, key)
+        with using(self.ws.compute):  # also where an executor trains victims before their cells
+            module, info = self._build(dataset, arch, chain, seed, key)
         self._loaded[key] = (module, info, fingerprint(module))
         while len(self._loaded) > self.limit:
             self._loaded.popitem(last=False)

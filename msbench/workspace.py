@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from msbench.config import SuiteError
+from msbench.compute import Compute
 from msbench.data import ImageData, load_split
 from msbench.defenses import VictimContext
 from msbench.models import build_model
@@ -71,6 +72,11 @@ class Workspace:
     def __post_init__(self) -> None:
         self.victims = VictimCache(self)
 
+    @property
+    def compute(self) -> Compute:
+        """The run's precision and memory layout on its device (``msbench.compute``)."""
+        return Compute(self.suite.run.precision, self.suite.run.channels_last, self.device.type)
+
     def splits(self, dataset: str) -> VictimSplits:
         """The victim's train, validation and test splits: fixed subsets, the same for every seed."""
         spec = self.suite.spec(dataset)
@@ -87,7 +93,8 @@ class Workspace:
     def model_factory(self, dataset: str, arch: str) -> Callable[[], nn.Module]:
         """A constructor of fresh models of ``arch`` for ``dataset``'s inputs, on the run's device."""
         spec = self.suite.spec(dataset)
-        return lambda: build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std).to(self.device)
+        layout = self.compute.layout
+        return lambda: layout(build_model(arch, spec.shape, spec.num_classes, spec.mean, spec.std).to(self.device))
 
     def victim_context(self, dataset: str, arch: str, defense: str, seed: int) -> VictimContext:
         """What a defense builds and trains its victim from: data, recipe, device, seed, the role

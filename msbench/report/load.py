@@ -51,6 +51,10 @@ def _chain(defense: str) -> list[str]:
     return parts
 
 
+COMPUTE_DEFAULTS = {"precision": "fp32", "channels_last": False}
+"""``[run]`` settings whose default value a suite.json written before they existed lacks."""
+
+
 def settings_id(suite: dict[str, Any], dataset: str, arch: str, defense: str, attack: str) -> str | None:
     """Hash of the settings behind one experiment (everything of suite.json a cell depends on except its
     seed and label mode): data subsets and roles, each defense link's config and recipe, the attack's.
@@ -60,7 +64,8 @@ def settings_id(suite: dict[str, Any], dataset: str, arch: str, defense: str, at
     datasets = suite.get("datasets") or {}
     entry = datasets.get(dataset) or {}
     roles = {role: entry.get(role) for role in ("ood", "hash", "surrogate")}
-    run = {k: v for k, v in (suite.get("run") or {}).items() if k != "device"}
+    run = {k: v for k, v in (suite.get("run") or {}).items()
+           if k != "device" and not (k in COMPUTE_DEFAULTS and v == COMPUTE_DEFAULTS[k])}  # runs from before a setting existed merge
     return digest({"run": run, "dataset": entry, "roles": {r: datasets.get(n) for r, n in roles.items() if n},
                    "arch": arch, "defenses": [(n, (suite.get("defenses") or {}).get(n)) for n in _chain(defense)],
                    "attack": (suite.get("attacks") or {}).get(attack)})

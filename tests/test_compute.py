@@ -1,0 +1,77 @@
+"""Precision and memory layout as settings: fp32 stays bit-identical and keeps every cache key,
+bf16 autocast and channels-last run on the CPU and change what they should."""
+from __future__ import annotations
+
+import torch
+
+from msbench.cells import victim_key
+from msbench.compute import Compute, using
+from msbench.models import build_model
+from msbench.suite import parse_suite
+from msbench.training import Recipe, fit
+
+SHAPE = (1, 28, 28)
+
+
+def _data(n: int = 64):
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, *SHAPE), dtype=torch.uint8, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(3)
+    return build_model("smallcnn", SHAPE, 10, (0.1307,), (0.3081,))
+
+
+def _trained(compute: Compute | None, seen: list | None = None) -> torch.nn.Module:
+    model = _model()
+    if seen is not None:
+        model.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    images, labels = _data()
+    recipe = Recipe(epochs=1, batch_size=16, lr=0.05)
+    if compute is None:
+        return fit(model, images, labels, recipe, seed=1)
+    with using(compute):
+        return fit(compute.layout(model), images, labels, recipe, seed=1)
+
+
+def test_fp32_is_bit_identical_to_no_setting_at_all(one_thread):
+    plain, fp32 = _trained(None), _trained(Compute("fp32"))
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), fp32.state_dict().values()))
+
+
+def test_bf16_autocasts_every_training_step_on_the_cpu(one_thread):
+    seen: list = []
+    bf16 = _trained(Compute("bf16"), seen)
+    assert seen and set(seen) == {torch.bfloat16}  # the model's logits in every step
+    plain = _trained(None)
+    weights = [(a, b) for a, b in zip(plain.state_dict().values(), bf16.state_dict().values()) if a.is_floating_point()]
+    assert all(torch.isfinite(b).all() for _, b in weights) and any(not torch.equal(a, b) for a, b in weights)
+    assert all(b.dtype == torch.float32 for _, b in weights)  # autocast computes in bf16, keeps fp32 weights
+
+
+def test_channels_last_stores_convolutions_nhwc_and_computes_the_same(one_thread):
+    model = _model()
+    nhwc = Compute(channels_last=True).layout(_model())
+    convs = [m.weight for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert any(not w.is_contiguous() for w in convs)  # (a 1-channel kernel is both layouts at once; the 16-channel one is not)
+    x = _data(8)[0].float() / 255
+    torch.testing.assert_close(nhwc.eval()(x), model.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_only_a_non_default_setting_enters_the_victim_key():
+    base = {"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"], "attacks": ["knockoff"]}}
+    key = lambda run: victim_key(parse_suite({**base, "run": run}, "s.toml"), "mnist", "smallcnn", ["vanilla"], 0)  # noqa: E731
+    assert key({}) == key({"precision": "fp32", "channels_last": False})
+    assert len({key({}), key({"precision": "bf16"}), key({"channels_last": True})}) == 3
+
+
+def test_a_precision_outside_the_vocabulary_is_one_line():
+    import pytest
+
+    from msbench.config import SuiteError
+
+    base = {"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"], "attacks": ["knockoff"]}}
+    with pytest.raises(SuiteError, match=r"run\.precision"):
+        parse_suite({**base, "run": {"precision": "fp16"}}, "s.toml")
