@@ -150,7 +150,7 @@ class Optimiser:
         if not bool(torch.isfinite(gradient).all()):
             raise FloatingPointError(f"{self.desc}: the gradient estimate became non-finite" + self.where)
         self.optimizer.zero_grad(set_to_none=True)
-        output.backward(gradient)
+        output.backward(gradient.to(output.dtype))  # under bf16 autocast the output is bf16, the estimate fp32
         self.optimizer.step()
 
     def step_along(self, params: Sequence[nn.Parameter], direction: torch.Tensor) -> None:
@@ -158,7 +158,7 @@ class Optimiser:
         laid onto ``params`` in order as their gradients."""
         offset = 0
         for p in params:
-            p.grad = direction[offset:offset + p.numel()].view_as(p)
+            p.grad = direction[offset:offset + p.numel()].view_as(p).to(p.dtype)  # a no-op in fp32
             offset += p.numel()
         self.optimizer.step()
 

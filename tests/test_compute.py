@@ -2,6 +2,11 @@
 bf16 autocast and channels-last run on the CPU and change what they should."""
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
 import torch
 
 from msbench.cells import victim_key
@@ -68,10 +73,75 @@ def test_only_a_non_default_setting_enters_the_victim_key():
 
 
 def test_a_precision_outside_the_vocabulary_is_one_line():
-    import pytest
-
     from msbench.config import SuiteError
 
     base = {"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"], "attacks": ["knockoff"]}}
     with pytest.raises(SuiteError, match=r"run\.precision"):
         parse_suite({**base, "run": {"precision": "fp16"}}, "s.toml")
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.gpu
+@CUDA
+def test_training_on_cuda_matches_the_cpu_closely():
+    images, labels = _data()
+    recipe = Recipe(epochs=1, batch_size=16, lr=0.05)
+    cpu = fit(_model(), images, labels, recipe, seed=1)
+    gpu = fit(_model(), images, labels, recipe, device="cuda", seed=1).cpu()
+    for a, b in zip(cpu.state_dict().values(), gpu.state_dict().values()):
+        if a.is_floating_point():
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+@CUDA
+def test_bf16_autocast_on_cuda_trains_and_keeps_fp32_weights():
+    seen: list = []
+    model = _model().cuda()
+    model.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    images, labels = _data()
+    with using(Compute("bf16", device_type="cuda")):
+        fit(model, images, labels, Recipe(epochs=1, batch_size=16, lr=0.05), device="cuda", seed=1)
+    assert set(seen) == {torch.bfloat16} and all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_hand_made_updates_keep_the_parameters_dtype_under_bf16():
+    """PCGrad's merged direction and DFME's estimated gradient are laid onto fp32 parameters even when
+    autocast made them (or the output they go through) bf16: InI and DFME train at bf16 too."""
+    from msbench.training import Optimiser
+
+    layer = torch.nn.Linear(4, 3)
+    optimiser = Optimiser.milestone_sgd(layer.parameters(), 0.1, 0.0, 0.0)
+    direction = torch.ones(sum(p.numel() for p in layer.parameters()), dtype=torch.bfloat16)
+    before = [p.detach().clone() for p in layer.parameters()]
+    optimiser.step_along(list(layer.parameters()), direction)
+    assert all(p.grad.dtype == torch.float32 for p in layer.parameters())
+    assert all(torch.allclose(b - 0.1, p) for b, p in zip(before, layer.parameters()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(torch.ones(2, 4))
+    assert out.dtype == torch.bfloat16
+    optimiser.step_through(out, torch.ones(2, 3))  # an fp32 estimate through a bf16 output
+    assert all(torch.isfinite(p).all() and p.dtype == torch.float32 for p in layer.parameters())
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh").exists(), reason="no script")
+def test_the_gpu_check_rehearses_every_step_on_the_cpu(tmp_path):
+    """`benchmarks/gpu_check.sh --dry-run`: every step of the GPU check at toy size on the CPU, so the
+    script a GPU machine runs once has run before it gets there."""
+    from tests.conftest import data_root
+
+    root = data_root()
+    if root is None or not (root / "EMNIST-letters").exists() or not (root / "KMNIST").exists():
+        pytest.skip("MNIST, EMNIST-letters and KMNIST's test split not found: set MSBENCH_DATA")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), "--dry-run", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "MSBENCH_DATA": str(root), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = (tmp_path / "dry-run.md").read_text()
+    assert "0 step(s) failed" in report and "CPU rehearsal" in report
+    for title in ("GPU-marked tests (ok", "Smoke suite (ok", "Paper-scale slice (ok", "Table 4: inference time (ok",
+                  "Training epoch: fp32 vs bf16 (ok"):
+        assert f"## {title}" in report
+    assert "| ini |" in report  # InI's timing victim trained at the slice's bf16
