@@ -4,7 +4,8 @@
 matrix units run several times faster; CPUs with bf16 support gain a little); ``"fp32"``, the
 default, is no autocast at all, so results stay bit-identical to a run without this setting.
 ``channels_last = true`` stores convolutional models' weights in NHWC order (faster convolutions on
-GPUs and on recent CPUs); values are the same up to float rounding. Both change what a victim or
+GPUs and on recent CPUs); values are the same up to float rounding. ``resident`` puts a training
+set where the steps read it (on the GPU once, when it fits). Both change what a victim or
 clone computes, so they enter the cache keys, but only where they differ from the default: an fp32,
 channels-first run keeps every existing key. ``training.train_loop`` reads the settings of the cell
 being computed (``using``), so every trainer gets them without passing them along.
@@ -69,3 +70,20 @@ def precision_problem(precision: str, device: torch.device) -> str | None:
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return f"bf16 is not supported by {torch.cuda.get_device_name(device)}; use precision = \"fp32\""
     return None
+
+
+RESIDENT_SHARE = 0.25
+"""A training set moves to the GPU once when it takes at most this share of the GPU's free memory."""
+
+
+def resident(data: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``data`` where the steps will read it: on a GPU, moved there once when it fits (every split
+    msbench ships does: MNIST's 60,000 images are 47 MB), so a step indexes device memory instead of
+    copying a batch from the host; else pinned, for non-blocking copies. On the CPU: ``data`` itself."""
+    device = torch.device(device)
+    if device.type != "cuda" or data.device.type == "cuda":
+        return data
+    free, _ = torch.cuda.mem_get_info(device)
+    if data.element_size() * data.numel() <= RESIDENT_SHARE * free:
+        return data.to(device)
+    return data.pin_memory()

@@ -162,6 +162,26 @@ def heartbeat(message: str) -> None:
         _HEARTBEAT[-1](message)
 
 
+class Pulse:
+    """The loop's heartbeat off a terminal: ``desc: epoch k/n, step i/m, elapsed, ETA`` once every
+    ``logs.heartbeat_interval()`` seconds (a clock read per step, nothing else)."""
+
+    def __init__(self, desc: str, epochs: int, steps: int, unit: str):
+        self.desc, self.epochs, self.steps, self.unit = desc, epochs, steps, unit
+        self.start = self.last = time.monotonic()
+        self.every = heartbeat_interval()
+
+    def beat(self, epoch: int, step: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        done = epoch * self.steps + step
+        left = (now - self.start) / done * (self.epochs * self.steps - done)
+        heartbeat(f"{self.desc}: {self.unit} {epoch + 1}/{self.epochs}, step {step}/{self.steps}, "
+                  f"{duration(now - self.start)} elapsed, ETA {duration(left)}")
+
+
 @contextmanager
 def console(stream: TextIO | None = None) -> Iterator[ConsoleHandler]:
     """Show the ``msbench`` logger's records on ``stream`` (default stdout) while the block runs:

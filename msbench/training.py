@@ -8,7 +8,6 @@ so two trainers cannot drift apart in how they train.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
@@ -17,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from msbench.compute import current as current_compute
-from msbench.logs import duration, heartbeat, heartbeat_interval
+from msbench.compute import resident
+from msbench.logs import Pulse
 from msbench.progress import progress
 
 
@@ -197,26 +197,6 @@ class Once:
         yield None
 
 
-class Pulse:
-    """The loop's heartbeat off a terminal: ``desc: epoch k/n, step i/m, elapsed, ETA`` once every
-    ``logs.heartbeat_interval()`` seconds (a clock read per step, nothing else)."""
-
-    def __init__(self, desc: str, epochs: int, steps: int, unit: str):
-        self.desc, self.epochs, self.steps, self.unit = desc, epochs, steps, unit
-        self.start = self.last = time.monotonic()
-        self.every = heartbeat_interval()
-
-    def beat(self, epoch: int, step: int) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        done = epoch * self.steps + step
-        left = (now - self.start) / done * (self.epochs * self.steps - done)
-        heartbeat(f"{self.desc}: {self.unit} {epoch + 1}/{self.epochs}, step {step}/{self.steps}, "
-                  f"{duration(now - self.start)} elapsed, ETA {duration(left)}")
-
-
 def train_loop(step: Callable[[Any], Mapping[str, torch.Tensor | float]], batches: Shuffled | Once,
                epochs: int, modules: Sequence[nn.Module], optimisers: Sequence[Optimiser], desc: str,
                on_epoch: Callable[[int], None] | None = None) -> None:
@@ -266,12 +246,14 @@ def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, recipe: R
     model.to(device)  # train_loop sets the modes
     optimiser = Optimiser.sgd(model.parameters(), recipe, desc)
     soft = targets.dim() == 2
+    images, targets = resident(images, device), resident(targets, device)
 
     def step(index: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = images[index].to(device)
+        index = index.to(images.device)
+        x = images[index].to(device, non_blocking=True)
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         x = augment_batch(x, augment, generator)
-        y = targets[index].to(device)
+        y = targets[index].to(device, non_blocking=True)
         logits = model(x)
         loss = soft_cross_entropy(logits, y) if soft else F.cross_entropy(logits, y)
         optimiser.step_on(loss)

@@ -145,3 +145,19 @@ def test_the_gpu_check_rehearses_every_step_on_the_cpu(tmp_path):
                   "Training epoch: fp32 vs bf16 (ok"):
         assert f"## {title}" in report
     assert "| ini |" in report  # InI's timing victim trained at the slice's bf16
+
+
+def test_a_training_set_stays_put_on_the_cpu():
+    from msbench.compute import resident
+
+    data = torch.zeros(10, 1, 28, 28, dtype=torch.uint8)
+    assert resident(data, "cpu") is data  # no copy at all: CPU results cannot change
+
+
+@pytest.mark.gpu
+@CUDA
+def test_a_training_set_that_fits_moves_to_the_gpu_once():
+    from msbench.compute import resident
+
+    data = torch.zeros(60000, 1, 28, 28, dtype=torch.uint8)
+    assert resident(data, "cuda").device.type == "cuda"
