@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"msbench: {bad}", file=sys.stderr)
         return 2
     frame = run_suite(args.suite, data_root=args.data_root, out=args.out, device=args.device, retry_failed=args.retry_failed,
-                      report=not args.no_report, executor=executor, force=args.force)
+                      report=not args.no_report, executor=executor, force=args.force, share_run_dir=args.share_run_dir)
     print(summary(frame), flush=True)
     failed = frame.attrs["cells"]["failed"]
     if failed:  # the run went on past them, but its results are incomplete: say so to scripts too
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="recompute every cell and retrain every victim, even those done")
     run.add_argument("--no-report", action="store_true", help="do not render reports/<run folder name> at the end")
     run.add_argument("--dry-run", action="store_true", help="print the plan (msbench plan) and run nothing")
+    run.add_argument("--share-run-dir", action="store_true",
+                     help="run into a run directory that holds another suite's run, reusing its cells (zoo on quick's)")
     run.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                      help="local: this process (default); ray: victims and cells as tasks on a Ray cluster")
     run.add_argument("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")

@@ -79,11 +79,11 @@ RESIDENT_SHARE = 0.25
 def resident(data: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """``data`` where the steps will read it: on a GPU, moved there once when it fits (every split
     msbench ships does: MNIST's 60,000 images are 47 MB), so a step indexes device memory instead of
-    copying a batch from the host; else pinned, for non-blocking copies. On the CPU: ``data`` itself."""
+    copying a batch from the host; else left on the host (each batch copied). On the CPU: ``data`` itself."""
     device = torch.device(device)
     if device.type != "cuda" or data.device.type == "cuda":
         return data
     free, _ = torch.cuda.mem_get_info(device)
     if data.element_size() * data.numel() <= RESIDENT_SHARE * free:
         return data.to(device)
-    return data.pin_memory()
+    return data

@@ -151,5 +151,7 @@ class Oracle:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Answer a batch of float images in [0, 1] (values outside are clamped); every image
-        counts as one query. Raises ``InvalidQuery`` or ``BudgetExceeded`` without counting."""
-        return self._call(x)
+        counts as one query. Raises ``InvalidQuery`` or ``BudgetExceeded`` without counting.
+        The deployed victim answers in its own precision: never under the attacker's training autocast."""
+        with torch.autocast(x.device.type if isinstance(x, torch.Tensor) else "cpu", enabled=False):
+            return self._call(x)

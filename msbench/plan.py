@@ -78,6 +78,14 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _last_link(defense: str) -> str | None:
+    """The last defense of a record's chain; None for a name no registered plugin resolves (a stale record)."""
+    try:
+        return resolve_chain(defense)[-1]
+    except Exception:
+        return None
+
+
 def plan_suite(suite: Suite, out: str | Path | None = None, device: str | None = None, retry_failed: bool = False,
                force: bool = False) -> Plan:
     """The plan of ``msbench run`` on ``suite`` into ``out`` (default ``runs/<suite name>``) on ``device``."""
@@ -99,7 +107,7 @@ def plan_suite(suite: Suite, out: str | Path | None = None, device: str | None =
     seconds, sources = 0.0, {"measured": 0, "model": 0}
     for dataset, arch, link in to_train.values():
         same = [r.get("victim_train_seconds") for r in measured_victims if (r.get("dataset"), r.get("arch")) == (dataset, arch)
-                and resolve_chain(r.get("defense", ""))[-1:] == [link]]
+                and _last_link(r.get("defense", "")) == link]
         value = _mean(same)
         if value is None:
             images = min(suite.subset(dataset, "train") or TRAIN_SIZES.get(dataset, 50000), TRAIN_SIZES.get(dataset, 10 ** 9))

@@ -57,7 +57,8 @@ def check_run_dir(run_dir: Path, suite: str | None = None) -> None:
             other = None
         if other and other != suite:
             raise DiskError(run_dir, f"holds a run of suite '{other}'; refusing to run suite '{suite}' into it "
-                                     f"(its tables would lose that run's rows): choose another --out")
+                                     f"(its tables would lose that run's rows): choose another --out, or "
+                                     f"--share-run-dir to build on its cells")
     for name in ("records", "victims"):
         if (run_dir / name).exists() and not (run_dir / name).is_dir():
             raise DiskError(run_dir / name, "a file stands where a folder is needed; move it away")
@@ -70,7 +71,7 @@ def check_run_dir(run_dir: Path, suite: str | None = None) -> None:
 def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, out: str | Path | None = None,
               device: str | None = None, retry_failed: bool = False, echo: Echo | None = None,
               report: bool = True, report_dir: str | Path | None = None, executor: str | Executor = "local",
-              force: bool = False) -> pd.DataFrame:
+              force: bool = False, share_run_dir: bool = False) -> pd.DataFrame:
     """Run every cell of a suite not already done; returns the results table (also in results.csv).
 
     A cell that fails (an exception while training its victim, attacking or evaluating) does not
@@ -78,7 +79,10 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     record file keeps the traceback), it is not done, and a later run leaves it alone unless
     ``retry_failed``. ``frame.attrs["cells"]`` counts the suite's cells (``planned``, ``done``,
     ``failed``, ``pending``); ``msbench run`` exits 1 when ``failed`` is not 0. ``force``
-    recomputes every cell and retrains every victim of the suite, done or not.
+    recomputes every cell and retrains every victim of the suite, done or not. A run directory
+    holding another suite's run is refused unless ``share_run_dir`` (a suite built on another's
+    cells, zoo on quick's, reuses its victims and records; the tables then list this suite's cells,
+    and the other suite's records stay for its next run).
 
     Messages (a start line, one line per finished cell with its clone accuracy, seconds and the
     ETA, failures, a summary of them) go to the ``msbench`` logger, are appended with UTC
@@ -105,12 +109,15 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
             raise SuiteError(str(suite.path), "run.precision", problem)
     run_dir = Path(out) if out else Path("runs") / suite.name
     request = RunRequest(device, retry_failed, force, report, Path(report_dir) if report_dir else None, echo)
-    plan = plan_suite(suite, out=run_dir, device=device, retry_failed=retry_failed, force=force)
-    if plan.seconds > WARN_SECONDS:  # a GPU suite started on a CPU, say: said before hours go by
-        teller(run_dir if run_dir.is_dir() else None, echo)(
-            f"warning: {plan.lines()[0]} (over {duration(WARN_SECONDS)}; `msbench plan {suite.path}` for the basis)", logging.WARNING)
+    try:
+        plan = plan_suite(suite, out=run_dir, device=device, retry_failed=retry_failed, force=force)
+    except Exception:  # an estimate must never stop a run
+        plan = None
+    if plan is not None and plan.seconds > WARN_SECONDS:  # a GPU suite started on a CPU, say: said before hours go by
+        teller(None, echo)(f"warning: {plan.lines()[0]} (over {duration(WARN_SECONDS)}; `msbench plan {suite.path}` "
+                           f"for the basis)", logging.WARNING)
     with RunLock(run_dir):  # a second run on this directory stops here, naming the holder
-        check_run_dir(run_dir, suite.name)
+        check_run_dir(run_dir, None if share_run_dir else suite.name)
         return _run_locked(Job(suite, root.resolve(), run_dir.resolve(), device), run_dir, request, executor)
 
 

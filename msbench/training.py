@@ -141,8 +141,9 @@ class Optimiser:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.desc}: loss became {loss.item()}" + self.where)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        with _full_precision(loss):  # autocast wraps the forward and the loss, not the backward and the update
+            loss.backward()
+            self.optimizer.step()
 
     def step_through(self, output: torch.Tensor, gradient: torch.Tensor) -> None:
         """One step with ``gradient`` (d loss / d output) back-propagated through ``output``: for a loss
@@ -150,8 +151,9 @@ class Optimiser:
         if not bool(torch.isfinite(gradient).all()):
             raise FloatingPointError(f"{self.desc}: the gradient estimate became non-finite" + self.where)
         self.optimizer.zero_grad(set_to_none=True)
-        output.backward(gradient.to(output.dtype))  # under bf16 autocast the output is bf16, the estimate fp32
-        self.optimizer.step()
+        with _full_precision(output):
+            output.backward(gradient.to(output.dtype))  # under bf16 autocast the output is bf16, the estimate fp32
+            self.optimizer.step()
 
     def step_along(self, params: Sequence[nn.Parameter], direction: torch.Tensor) -> None:
         """One step with a flat update ``direction`` the caller computed (PCGrad's merged gradient),
@@ -160,11 +162,17 @@ class Optimiser:
         for p in params:
             p.grad = direction[offset:offset + p.numel()].view_as(p).to(p.dtype)  # a no-op in fp32
             offset += p.numel()
-        self.optimizer.step()
+        with _full_precision(direction):
+            self.optimizer.step()
 
     def end_epoch(self) -> None:
         if self.scheduler is not None:
             self.scheduler.step()
+
+
+def _full_precision(tensor: torch.Tensor):
+    """No autocast (``run.precision``) around a backward pass and an optimiser step."""
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 class Shuffled:

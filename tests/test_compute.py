@@ -161,3 +161,15 @@ def test_a_training_set_that_fits_moves_to_the_gpu_once():
 
     data = torch.zeros(60000, 1, 28, 28, dtype=torch.uint8)
     assert resident(data, "cuda").device.type == "cuda"
+
+
+def test_the_victim_answers_at_full_precision_under_the_attackers_autocast():
+    from msbench.defenses import Softmax
+    from msbench.oracle import Oracle
+
+    victim = Softmax(_model()).eval()
+    x = _data(8)[0].float() / 255
+    plain = Oracle(victim, "soft", 100, 10)(x)
+    with using(Compute("bf16")), Compute("bf16").autocast():
+        answered = Oracle(victim, "soft", 100, 10)(x)
+    assert answered.dtype == torch.float32 and torch.equal(answered, plain)

@@ -72,6 +72,7 @@ def test_another_suite_into_a_run_directory_is_refused_in_one_line(cached, mnist
     message = str(refused.value)
     assert len(message.splitlines()) == 1 and "holds a run of suite 'tiny'; refusing to run suite 'other'" in message
     assert msbench.load_results(cached / "run")["dataset"].size == 2  # the first suite's rows are all there
+    assert "--share-run-dir to build on its cells" in message
 
 
 def test_the_report_folder_follows_the_run_folder(tmp_path, mnist_root_module):
@@ -79,3 +80,10 @@ def test_the_report_folder_follows_the_run_folder(tmp_path, mnist_root_module):
     for folder in ("copy-a", "copy-b"):
         msbench.run_suite(path, data_root=mnist_root_module, out=tmp_path / "runs" / folder, echo=lambda *_: None)
     assert (tmp_path / "reports" / "copy-a" / "index.html").exists() and (tmp_path / "reports" / "copy-b" / "index.html").exists()
+
+
+def test_a_suite_built_on_another_shares_its_run_directory_when_asked(cached, mnist_root_module):
+    other = tiny_suite(cached, "shared.toml", name="shared", victim={"epochs": 1}, matrix={"label_modes": ["soft"]})
+    frame = msbench.run_suite(other, data_root=mnist_root_module, out=cached / "run", echo=lambda *_: None, report=False,
+                              share_run_dir=True)
+    assert list(frame.status) == ["ok"] and len(list((cached / "run" / "records").glob("*.json"))) == 2  # tiny's soft cell reused

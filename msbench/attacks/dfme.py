@@ -213,8 +213,9 @@ class DFME(Attack):
 
                 @torch.no_grad()
                 def loss(points: torch.Tensor) -> torch.Tensor:  # the generator maximises l: it descends -l
-                    images = Generator.image(points)
-                    return -disagreement(clone(images), oracle_logits(images))
+                    images = Generator.image(points)  # in fp32 even under bf16: eps = 1e-3 differences vanish in bf16
+                    with torch.autocast(images.device.type, enabled=False):
+                        return -disagreement(clone(images.float()), oracle_logits(images.float()))
 
                 estimate, _ = forward_difference_gradient(loss, pre.detach(), config.directions, config.epsilon, probes)
                 gen_opt.step_through(pre, estimate / len(pre))  # d(mean -l)/da

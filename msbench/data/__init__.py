@@ -54,7 +54,9 @@ def union_dataset(name: str, members: list[DatasetSpec], note: str = "") -> Data
     closest offline stand-in for EMNIST (digits and letters). Classes are kept apart: member k's
     labels are offset by the classes of the members before it, so the union is a well-formed
     labelled dataset (EDM's hash model trains on labels); as a surrogate or OOD set no attack or
-    defense sees them (attacks get ``UnlabeledImages``). Normalisation is the first member's."""
+    defense sees them (attacks get ``UnlabeledImages``). Normalisation is the first member's; role
+    datasets are not inherited (a member's default surrogate may be another member), so a union in
+    the matrix names its roles in the suite."""
     first = members[0]
     offsets = [sum(m.num_classes for m in members[:k]) for k in range(len(members))]
 
@@ -66,7 +68,7 @@ def union_dataset(name: str, members: list[DatasetSpec], note: str = "") -> Data
         return ImageData(torch.cat([p.images for p in parts]), torch.cat([p.labels + o for p, o in zip(parts, offsets)]), name)
 
     return DatasetSpec(name, first.shape, sum(m.num_classes for m in members), first.mean, first.std, load,
-                       f"union of {', '.join(m.name for m in members)}", roles=dict(first.roles), augment=first.augment,
+                       f"union of {', '.join(m.name for m in members)}", roles={}, augment=first.augment,
                        note=note or f"union of {', '.join(m.name for m in members)}")
 
 

@@ -63,7 +63,8 @@ def _torchvision(cls_name: str, folder: str, **fixed: Any) -> Callable[[Path, st
             dataset = cls(str(root), download=False, **kwargs)
         except (RuntimeError, FileNotFoundError) as missing:
             if not downloads_allowed():
-                why = "" if offline_now() else "; downloads are off (MSBENCH_DOWNLOAD=0)"
+                env_off = os.environ.get("MSBENCH_DOWNLOAD", "1") in ("0", "false", "no")
+                why = "; downloads are off (MSBENCH_DOWNLOAD=0)" if env_off else ""
                 raise MissingDataError(f"{cls_name} ({split}) not found under {root / folder}{why}") from missing
             try:
                 dataset = cls(str(root), download=True, **kwargs)

@@ -81,17 +81,20 @@ def _shown(value: Any) -> str:
 
 def _cell_notes(results: pd.DataFrame) -> list[dict[str, str]]:
     """Notes attacks and defenses attached to cells (e.g. a capped budget), one row per distinct note
-    with how many cells carry it and which (the first three named): a note every cell repeats is one row."""
+    item (key and value) with how many cells carry it and which (the first three named): a note
+    every cell repeats is one row."""
     if results.empty:
         return []
     grouped: dict[str, list[str]] = {}
     for _, row in results[results["notes"].notna() & (results["notes"].astype(str) != "")].iterrows():
         try:
-            text = _shown(json.loads(row["notes"]))
+            parsed = json.loads(row["notes"])
+            texts = [_shown({k: v}) for k, v in parsed.items()] if isinstance(parsed, dict) else [_shown(parsed)]
         except (TypeError, ValueError):
-            text = str(row["notes"])
+            texts = [str(row["notes"])]
         cell = f"{row['dataset']}/{row['arch']}/{row['defense']}/{row['attack']}/{row['label_mode']}/seed {_shown(row['seed'])}"
-        grouped.setdefault(text, []).append(cell)
+        for text in texts:  # one row per distinct note item, so a note every cell repeats groups though others differ
+            grouped.setdefault(text, []).append(cell)
     return [{"cell": "; ".join(cells[:3]) + (f"; and {len(cells) - 3} more" if len(cells) > 3 else ""), "count": str(len(cells)),
              "note": text} for text, cells in grouped.items()]
 
