@@ -111,5 +111,6 @@ class Suite:
             "defenses": {k: {"config": as_dict(v.config), "recipe": as_dict(v.recipe)} for k, v in self.defenses.items()},
             "attacks": {k: {"config": as_dict(v.config), "recipe": as_dict(v.recipe)} for k, v in self.attacks.items()},
             "datasets": {k: as_dict(v) for k, v in self.datasets.items()}, "plugins": self.plugins,
+            "file": str(self.path),  # as given (relative where it was): where the report looks for the plugins
             **{k: as_dict(v) for k, v in self.extra.items()},
         }

@@ -4,6 +4,8 @@ worst-case verdict, and figures readable at a paper's column width. Hand-written
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import json
 import re
 import shutil
@@ -464,3 +466,43 @@ def test_tables_fit_a_two_column_paper(tmp_path):
     assert "Overfull \\hbox" not in log, re.findall(r"Overfull \\hbox.*", log)[:5]
     tex = (out / "tables.tex").read_text()
     assert r"\begin{table*}" in tex and r"\begin{table}" in tex  # wide tables span, narrow ones stay in a column
+
+
+def _contrast(a: str, b: str) -> float:
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    high, low = sorted([luminance(a), luminance(b)], reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_automatic_plugin_colours_read_as_hollow_markers_and_under_hatching():
+    from msbench.report.figures.style import HATCH_COLOUR, SPARE_COLOURS
+
+    for colour in SPARE_COLOURS:
+        assert _contrast(colour, "#FFFFFF") >= 3.0, colour  # a hollow marker's edge on white
+        assert _contrast(colour, HATCH_COLOUR) >= 2.0, colour  # the hatching of a collapsed bar
+    palette = figs.defense_palette([f"plugin_{i}" for i in range(8)])
+    assert set(palette.values()) <= set(SPARE_COLOURS)
+
+
+def test_the_report_imports_the_plugins_its_run_recorded(tmp_path):
+    """A plugin named in a run's suite.json (next to its suite file) shows with its own label in a report
+    rendered by a fresh process that never imported it."""
+    folder = tmp_path / "suites"
+    folder.mkdir()
+    (folder / "labelled_plugin.py").write_text(
+        "from msbench.defenses import OutputDefense\nfrom msbench.registry import register_defense\n\n\n"
+        "@register_defense('labelled')\nclass Labelled(OutputDefense):\n    '''Passes answers through.'''\n"
+        "    label = 'My Labelled Defense'\n\n    def build(self, base, ctx):\n        return base\n")
+    results, _ = full_results(datasets=("mnist",), defenses=("vanilla", "labelled"), attacks=("knockoff",), modes=("soft",),
+                              seeds=(0,), collapsed=())
+    suite = suite_json("p", ["mnist"], ["vanilla", "labelled"], ["knockoff"], ["soft"], [0])
+    suite.update(plugins=["labelled_plugin"], file=str(folder / "p.toml"))
+    run = write_run(tmp_path / "run", results, suite=suite)
+    done = subprocess.run([sys.executable, "-m", "msbench", "report", str(run), "--out", str(tmp_path / "rep"), "--format", "latex"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert "My Labelled Defense" in (tmp_path / "rep" / "tables.tex").read_text()

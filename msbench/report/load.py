@@ -16,6 +16,7 @@ import pandas as pd
 
 from msbench.cells import digest
 from msbench.defenses import OutputDefense
+from msbench.plugin_modules import import_plugins
 from msbench.registry import DEFENSES
 from msbench.report.labels import (VARIANT, attack_label, dataset_label, defense_label, in_order, is_reference, mode_label,
                                    order_defenses, plugin_class)
@@ -117,6 +118,20 @@ def _keep_apart(results: pd.DataFrame, names: dict[str, str]) -> tuple[pd.DataFr
     return results, renamed, reasons
 
 
+def _import_recorded_plugins(suite: dict[str, Any]) -> None:
+    """Import the plugin modules a run recorded (``plugins``, looked for beside its suite file first), so
+    their labels, colours and order show; one that cannot be imported here leaves its raw names."""
+    modules = [m for m in suite.get("plugins") or [] if isinstance(m, str)]
+    if not modules:
+        return
+    folder = Path(suite["file"]).parent if isinstance(suite.get("file"), str) else None
+    for module in modules:
+        try:
+            import_plugins([module], folder if folder is not None and folder.is_dir() else None)
+        except Exception:  # a report must render without the plugin; names stand in for labels
+            continue
+
+
 def load_runs(run_dirs: list[Path] | Path) -> RunTables:
     """Read and combine the tables of ``run_dirs``.
 
@@ -142,6 +157,7 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
         except ValueError as bad:
             raise ValueError(f"{suite_path}: not valid JSON ({bad})") from None
         suites.append(suite)
+        _import_recorded_plugins(suite)
         run = str(index)  # runs are told apart by position; names are for people
         names[run] = run_dir.name
         found = False

@@ -26,9 +26,12 @@ from msbench.report.stats import ci95
 
 COLUMN_WIDTH = 3.3  # inches: one column of a two-column paper
 TEXT_WIDTH = 6.9  # inches: both columns
-SPARE_COLOURS = ["#F0E442", "#000000", "#882255", "#44AA99", "#117733", "#332288", "#DDCC77", "#AA4499", "#88CCEE",
-                 "#661100", "#6699CC", "#999933"]
-"""Colours for defenses whose plugin declares none (Tol's colour-blind-safe 'muted' and 'bright' sets)."""
+SPARE_COLOURS = ["#AA4499", "#999933", "#6699CC", "#117733", "#CC6677", "#009988", "#EE3377", "#4477AA", "#AA3377",
+                 "#CC3311"]
+"""Colours for defenses whose plugin declares none, from Tol's colour-blind-safe sets: only those that
+stand out on white (contrast >= 3:1, so a hollow marker shows) and under the dark hatching of a
+collapsed victim's bar (>= 2:1 against ``HATCH_COLOUR``): no yellow, no black, no pastel."""
+HATCH_COLOUR = "#333333"
 SAVE_RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
 """TrueType (Type 42) fonts in PDF/PS, not Type 3: camera-ready checks reject Type 3."""
 
