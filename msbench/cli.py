@@ -19,6 +19,36 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_plugin(args: argparse.Namespace) -> int:
+    """The contract tests (tests/test_contracts.py of this checkout) on the plugins one file registers."""
+    import os
+    import subprocess
+
+    import msbench.suite  # noqa: F401  (the built-in plugins, so only the file's are new)
+    from msbench.plugin_modules import import_plugin_file
+    from msbench.registry import ATTACKS, DEFENSES
+
+    before = set(DEFENSES.names()) | set(ATTACKS.names())
+    try:
+        import_plugin_file(args.file)
+    except Exception as failure:  # a plugin may fail to import in any way: one line
+        print(f"msbench: {args.file}: cannot import ({type(failure).__name__}: {failure})", file=sys.stderr)
+        return 2
+    names = sorted((set(DEFENSES.names()) | set(ATTACKS.names())) - before)
+    tests = Path(__file__).resolve().parents[1] / "tests" / "test_contracts.py"
+    if not names:
+        print(f"msbench: {args.file}: registers no defense or attack", file=sys.stderr)
+        return 2
+    if not tests.exists():
+        print("msbench: check-plugin needs a checkout of msbench with its tests/ (tests/test_contracts.py)", file=sys.stderr)
+        return 2
+    print(f"checking {', '.join(names)} against the plugin contract", flush=True)
+    env = {**os.environ, "MSBENCH_CHECK_PLUGIN": str(Path(args.file).resolve())}
+    selection = " or ".join(names)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests), "-k", selection],
+                          cwd=tests.parents[1], env=env).returncode
+
+
 def _run(args: argparse.Namespace) -> int:
     from msbench.executors import make_executor
     from msbench.run import run_suite, summary
@@ -148,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=None, help="report folder (default: reports/<suite name>)")
     report.add_argument("--format", default="html,latex,png,pdf", help="comma-separated: html, latex, png, pdf (default: all)")
     report.set_defaults(handler=_report)
+
+    checking = commands.add_parser("check-plugin", help="run the plugin contract tests on a plugin file",
+                                   description="Import FILE and run tests/test_contracts.py on the defenses and attacks it registers.")
+    checking.add_argument("file", type=Path, help="a plugin file, e.g. suites/my_defense.py")
+    checking.set_defaults(handler=_check_plugin)
 
     listing = commands.add_parser("list", help="list registered plugins", description="List registered defenses, attacks, datasets and architectures.")
     listing.set_defaults(handler=_list)

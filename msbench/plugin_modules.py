@@ -28,3 +28,12 @@ def import_plugins(modules: list[str], folder: Path | None) -> list[ModuleType]:
         return [importlib.import_module(module) for module in modules]
     finally:
         sys.path.remove(entry)  # the first occurrence: the one inserted above
+
+
+def import_plugin_file(path: Path) -> ModuleType:
+    """Import one plugin file by path (``msbench check-plugin FILE``), under its stem as module name,
+    with its folder searched first for its own imports."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such plugin file")
+    return import_plugins([path.stem], path.parent)[0]

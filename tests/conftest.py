@@ -17,6 +17,10 @@ os.environ.setdefault("MSBENCH_DOWNLOAD", "0")
 os.environ.setdefault("MSBENCH_PROGRESS", "0")
 if SHARED_DATA.exists():
     os.environ.setdefault("MSBENCH_DATA", str(SHARED_DATA))
+if os.environ.get("MSBENCH_CHECK_PLUGIN"):  # `msbench check-plugin FILE`: the file's plugins join the registries
+    from msbench.plugin_modules import import_plugin_file
+
+    import_plugin_file(Path(os.environ["MSBENCH_CHECK_PLUGIN"]))
 
 
 def data_root() -> Path | None:

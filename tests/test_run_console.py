@@ -249,3 +249,18 @@ def test_off_a_terminal_training_beats_a_heartbeat_and_sigterm_ends_the_run_like
     assert error.strip().splitlines()[-1] == "terminated (SIGTERM); finished cells are kept, the same command continues"
     log = (tmp_path / "run" / "run.log").read_text()
     assert len(re.findall(rf"^{STAMP} INFO    .*epoch \d+/40, step", log, re.M)) >= 2
+
+
+def test_check_plugin_runs_the_contract_on_a_plugin_file(tmp_path):
+    """`msbench check-plugin FILE`: the file's plugins through tests/test_contracts.py, without packaging it;
+    a plugin that answers NaN fails it."""
+    good = tmp_path / "good_plugin.py"
+    good.write_text(PLUGIN.format(name="checked-good").replace("self.base(x) * float(\"nan\")", "self.base(x)"))
+    bad = tmp_path / "bad_plugin.py"
+    bad.write_text(PLUGIN.format(name="checked-bad"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for path, name, code in ((good, "checked-good", 0), (bad, "checked-bad", 1)):
+        done = subprocess.run([sys.executable, "-m", "msbench", "check-plugin", str(path)], capture_output=True, text=True,
+                              env=env, timeout=600)
+        assert done.returncode == code, done.stdout[-2000:] + done.stderr[-2000:]
+        assert done.stdout.startswith(f"checking {name} against the plugin contract")
