@@ -241,3 +241,9 @@ def test_the_threshold_reaches_suite_json():
     raw = {"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"], "attacks": ["knockoff"]},
            "report": {"uninformative_below": 0.4}}
     assert parse_suite(raw, "s.toml").resolved()["report"] == {"uninformative_below": 0.4}
+
+
+def test_a_run_of_vanilla_alone_says_there_is_nothing_to_compare(tmp_path):
+    run = _table(tmp_path, {"vanilla": [90, 91, 92]})
+    assert verdict_sentences(load_runs(run)) == [
+        "MNIST, soft labels (n = 3): Vanilla 91.00 under its worst case; no defense in these runs to compare."]

@@ -50,6 +50,8 @@ def group_sentence(group: pd.DataFrame, lead: str, flags: dict, threshold: float
     has_reference = (group["standing"] == "reference").any()
     if not has_reference:
         parts.append("no Vanilla in this label mode to compare with")
+    elif (group["standing"] == "reference").all():
+        parts.append(f"Vanilla {group.iloc[0]['clone_mean']:.2f} under its worst case; no defense in these runs to compare")
     elif not ranked:
         parts.append("no defense within the benign-accuracy tolerance to compare with Vanilla")
     elif not tested:
