@@ -62,6 +62,8 @@ class Table:
     rows: list[list[Cell]]
     groups: list[tuple[str, int]] = field(default_factory=list)  # spanning headers over the data columns
     wide: bool = False
+    short: str = ""  # the one-line caption a paper prints (LaTeX); "" = the title. ``caption`` is the full legend
+    bookkeeping: tuple[int, ...] = ()  # columns a paper would not print (LaTeX leaves them out; HTML shows them)
 
 
 def fmt_value(mean: float, spread: float | None = None, digits: int = 2) -> tuple[str, str]:

@@ -10,6 +10,7 @@ every tabular sits in ``\\resizebox`` that shrinks it to the line only where it 
 from __future__ import annotations
 
 import re
+import textwrap
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
@@ -57,10 +58,32 @@ def _row(cells: Iterable[str]) -> str:
     return " & ".join(cells) + r" \\"
 
 
+LEGEND = ("Clone and benign accuracy in \\%; relative performance (clone / benign accuracy) in parentheses; lower "
+          "clone accuracy is a better defense. mean$\\pm$h: mean over seeds and the half-width of its 95\\% confidence "
+          "interval (Student t); n: seeds. Bold: a defense within the benign-accuracy tolerance of Vanilla that is "
+          "significantly below another such defense and above none (paired t over shared seeds, Welch t otherwise, "
+          "5\\%); rank =k: shared; $\\sim$: indicative (one seed, no test). $^\\dagger$: benign accuracy collapsed "
+          "beyond the tolerance, never bold. $^\\circ$: uninformative attack (its clone of Vanilla steals little), "
+          "never bold. $\\geq$: some attack settings pending or failed.")
+"""The notation every table uses, printed once (``\\msbenchLegend``) rather than under each table."""
+
+
+def paper_view(table: "Table") -> "Table":
+    """``table`` as a paper prints it: without its bookkeeping columns, under its one-line caption."""
+    from dataclasses import replace
+
+    keep = [j for j in range(len(table.columns)) if j not in table.bookkeeping]
+    return replace(table, columns=[table.columns[j] for j in keep], rows=[[row[j] for j in keep] for row in table.rows],
+                   caption=table.short or table.title, bookkeeping=())
+
+
 def render_table(table: "Table") -> str:
+    legend = table.caption  # the full legend: a comment above the table, for the author
+    table = paper_view(table)
     env = "table*" if table.wide or natural_width(table) > COLUMN_PT else "table"
     n = len(table.columns) - 1
-    lines = [rf"\begin{{{env}}}[htbp]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
+    comment = [f"% {line}" for line in textwrap.wrap(legend, 100)]
+    lines = [*comment, rf"\begin{{{env}}}[htbp]", r"\centering", r"\small", r"\setlength{\tabcolsep}{4pt}",
              rf"\caption{{{escape(table.caption)}}}", rf"\label{{tab:msbench-{table.key}}}",
              r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
              rf"\begin{{tabular}}{{l{'c' * n}}}", r"\toprule"]
@@ -85,7 +108,8 @@ def render_tables(tables: list["Table"], header: str) -> str:
     """The body of ``tables.tex``: a comment header, then every table."""
     comment = "\n".join(f"% {line}" for line in header.splitlines())
     body = "\n\n".join(render_table(t) for t in tables)
-    return f"{comment}\n% Needs \\usepackage{{booktabs}} and \\usepackage{{graphicx}}.\n\n{body}\n"
+    return (f"{comment}\n% Needs \\usepackage{{booktabs}} and \\usepackage{{graphicx}}. Print the notation once, e.g. under "
+            f"the first table: \\msbenchLegend\n\\providecommand{{\\msbenchLegend}}{{{LEGEND}}}\n\n{body}\n")
 
 
 def render_standalone(tables: list["Table"], header: str, title: str, verdict: list[str] = ()) -> str:
@@ -97,5 +121,5 @@ def render_standalone(tables: list["Table"], header: str, title: str, verdict: l
         r"\begin{document}", rf"\section*{{{escape(title)}}}"]
         + ([r"\paragraph{Verdict.}", r"\begin{itemize}"] + [rf"\item {escape(v)}" for v in verdict] + [r"\end{itemize}"]
            if verdict else []))
-    body = render_tables(tables, header) if tables else "No results to tabulate.\n"
+    body = render_tables(tables, header) + "\n\\paragraph{Notation.} \\msbenchLegend\n" if tables else "No results to tabulate.\n"
     return f"{preamble}\n{body}\n\\end{{document}}\n"

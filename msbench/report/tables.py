@@ -11,6 +11,7 @@ from msbench.report.cell import (COLLAPSED_MARK, UNINFORMATIVE_MARK, Cell, Table
                                  mark_uninformative, points, slug, with_n)
 from msbench.report.context import Context, label_only_note, lookup, seed_counts, seeds_note
 from msbench.report.informative import is_uninformative, uninformative_settings
+from msbench.report.latex import escape
 from msbench.report.labels import (attack_label, dataset_label, defense_label, in_order, is_ablation_reference,
                                    is_paper_defense, is_reference, mode_label, order_attacks, order_defenses)
 from msbench.report.runs import RunTables
@@ -38,7 +39,8 @@ def benign_tables(tables: RunTables, ctx: Context) -> list[Table]:
             rows.append(row)
         out.append(Table(slug("benign", arch), f"Benign accuracy ({arch})",
                          f"Benign accuracy (%) of each defense on the victim's test set ({arch}).{seeds_note(frame)}{ctx.notes()}",
-                         ["Defense"] + [dataset_label(d) for d in datasets], rows))
+                         ["Defense"] + [dataset_label(d) for d in datasets], rows,
+                         short=f"Benign accuracy (%) of each defense's victim ({arch}).{_n_short(frame)}"))
     return out
 
 
@@ -128,8 +130,17 @@ def attack_tables(tables: RunTables, ctx: Context) -> list[Table]:
                              f"performance (clone / benign accuracy) on the victim's test set. Lower is a better defense; "
                              f"bold: the best per column among the defenses that kept their benign accuracy, when "
                              f"separable from another.{bound}{seeds_note(frame)}{clone.note(bool(skip))}{ctx.notes()}",
-                             ["Defense"] + _mark_leaves(leaves, skip), rows, groups, wide=len(leaves) > 4))
+                             ["Defense"] + _mark_leaves(leaves, skip), rows, groups, wide=len(leaves) > 4,
+                             short=f"{attack_label(attack)} ({arch}): clone accuracy (%) and relative performance.{_n_short(frame)}"))
     return out
+
+
+def _n_short(frame: pd.DataFrame) -> str:
+    """`` n = 3 seeds.``, `` 1-3 seeds.``: the seeds behind a table, for its one-line caption."""
+    counts = seed_counts(frame)
+    if not counts:
+        return ""
+    return f" n = {counts[0]} seed{'s' if counts[0] > 1 else ''}." if len(counts) == 1 else f" {counts[0]}-{counts[-1]} seeds (n per cell)."
 
 
 def other_defense_tables(tables: RunTables, ctx: Context) -> list[Table]:
@@ -226,7 +237,7 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
             n = Cell(str(r.n), str(r.n), float(r.n)) if r.n else Cell.empty()
             settings = Cell(f"{r.settings_finished}/{r.settings_total}", f"{r.settings_finished}/{r.settings_total}",
                             float(r.settings_finished))
-            rank_cell = Cell(rank, rank.replace("~", r"$\sim$"), float(r.rank) if not pd.isna(r.rank) else None)
+            rank_cell = Cell(rank, escape(rank).replace(r"\textasciitilde{}", r"$\sim$"), float(r.rank) if not pd.isna(r.rank) else None)
             rows.append([Cell.label(defense_label(r.defense)), rank_cell, benign, _worst_clone(r), n, _versus(r),
                          attack, settings])
         scope = tables.results[(tables.results["dataset"] == dataset) & (tables.results["arch"] == arch)]
@@ -234,7 +245,9 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
         out.append(Table(slug("worst", dataset, arch, *(key[2:] if split else [])), f"Worst case on {where}",
                          _worst_caption(group, scope, where, ctx, in_order(scope["attack"])),
                          ["Defense", "Rank", "Benign acc.", "Worst-case clone acc.", "n", "vs. Vanilla", "Attack",
-                          "Settings done"], rows, wide=True))
+                          "Settings done"], rows, wide=True, bookkeeping=(7,),
+                         short=f"Worst case per defense on {where}: the highest mean clone accuracy (%) over the attack "
+                               f"battery, and its difference from Vanilla's [95% CI]."))
     return out
 
 
