@@ -75,8 +75,7 @@ def render_report(run_dirs: list[Path] | Path, out: Path | None = None,
             continue
         written = figs.save(fig, stem, files)
         drawn.append({"name": name, "title": title, "files": [str(p.relative_to(out)) for p in written],
-                      "png": (stem.with_suffix(".png").read_bytes() if "png" in files else figs.png_bytes(fig))
-                      if "html" in chosen else b""})
+                      "png": figs.png_bytes(fig) if "html" in chosen else b""})  # 300 dpi: the page shows it up to 1000 px wide
     if "html" in chosen:
         _write(out / "index.html", render_html(tables, sections, drawn, skipped, tables.name))
     return out

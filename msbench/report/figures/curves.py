@@ -75,8 +75,8 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = 
                     style = "--" if (dataset, arch, defense) in collapsed else "-"
                     ax.plot(queries, mean, style, color=palette[defense], marker="o", markersize=2.2, linewidth=1.0, alpha=alpha)
                     if np.isfinite(ci).any():
-                        ax.fill_between(queries, mean - np.nan_to_num(ci), mean + np.nan_to_num(ci), color=palette[defense],
-                                        alpha=0.15 * alpha, linewidth=0)
+                        low, high = np.clip(mean - np.nan_to_num(ci), 0, 100), np.clip(mean + np.nan_to_num(ci), 0, 100)
+                        ax.fill_between(queries, low, high, color=palette[defense], alpha=0.15 * alpha, linewidth=0)
                 if alpha < 1:
                     ax.text(0.02, 0.96, f"{UNINFORMATIVE_MARK} uninformative", transform=ax.transAxes, ha="left", va="top",
                             fontsize=6, color="#555555")
@@ -88,6 +88,7 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = 
                     ax.xaxis.set_major_formatter(FuncFormatter(_compact_count))
                     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
                 ax.set_title(dataset_label(dataset) if i == 0 else "")
+                ax.set_ylim(max(0.0, ax.get_ylim()[0]), min(100.0, ax.get_ylim()[1]))  # an accuracy: a wide two-seed band stays in range
                 ax.set_xlabel("queries" if i == len(panels) - 1 else "")
                 ax.set_ylabel(f"{attack_label(attack)} {mode}\n{arch} · clone acc. (%)" if j == 0 else "", fontsize=6.5)
         handles = defense_handles(defenses, palette)

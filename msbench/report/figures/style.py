@@ -133,5 +133,5 @@ def save(fig: Figure, path_stem: Path, formats) -> list[Path]:
 
 def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight", pad_inches=0.02)
+    fig.savefig(buffer, format="png", dpi=300, bbox_inches="tight", pad_inches=0.02)  # sharp at the page's width
     return buffer.getvalue()
