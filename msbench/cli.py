@@ -205,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with console():  # the run's log records, line by line on stdout
             return args.handler(args)
-    except InputError as bad:  # a bad suite, data file or run directory: one line, nothing started
-        print(f"msbench: {bad}", file=sys.stderr)
+    except InputError as bad:  # a bad suite, data file or run directory: one line per problem, nothing started
+        for line in str(bad).splitlines():
+            print(f"msbench: {line}", file=sys.stderr)
         return 2
     except OSError as failure:  # a disk error msbench did not name itself: still one line
         where = failure.filename or "msbench"

@@ -6,7 +6,7 @@ import difflib
 import functools
 import types
 import typing
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 T = TypeVar("T")
 
@@ -23,6 +23,42 @@ class InputError(ValueError):
 
 class SuiteError(InputError):
     """A bad suite: ``file: key.path: what was expected``."""
+
+
+class SuiteProblems(SuiteError):
+    """Every problem found in one pass over a suite, one line each; ``file``, ``key`` and ``message``
+    are the first problem's, for a caller that reads one."""
+
+    def __init__(self, problems: list[SuiteError]):
+        first = problems[0]
+        super().__init__(first.file, first.key, first.message)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return "\n".join(str(problem) for problem in self.problems)
+
+
+class Problems:
+    """Collects the SuiteErrors of independent checks, so a suite's every problem is reported at once."""
+
+    def __init__(self) -> None:
+        self.found: list[SuiteError] = []
+
+    def check(self, work: Callable[[], T], default: T | None = None) -> T | None:
+        """``work()``, or ``default`` after noting the SuiteError(s) it raised."""
+        try:
+            return work()
+        except SuiteError as problem:
+            self.found.extend(getattr(problem, "problems", [problem]))
+            return default
+
+    def raise_any(self, last: SuiteError | None = None) -> None:
+        """Raise what was found (with ``last``, a problem that stops the pass), one error for all."""
+        found = self.found + ([last] if last is not None else [])
+        if len(found) == 1:
+            raise found[0]
+        if found:
+            raise SuiteProblems(found)
 
 
 def choices(tp: Any) -> tuple[Any, ...] | None:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import msbench.attacks  # noqa: F401  (registers the built-in plugins before names are checked)
 import msbench.defenses  # noqa: F401
 import msbench.models  # noqa: F401
-from msbench.config import SuiteError, build, coerce, unknown_key
+from msbench.config import Problems, SuiteError, build, coerce, unknown_key
 from msbench.data import ROLES, DatasetSpec, default_data_root
 from msbench.defenses.chain import chain_problem, resolve_chain
 from msbench.plugin_config import plugin_config
@@ -94,38 +94,60 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = None) -> Suite:
-    """A suite from its parsed TOML: every value checked, every plugin and dataset resolved."""
+    """A suite from its parsed TOML: every value checked, every plugin and dataset resolved. Every
+    problem is found in one pass where the checks do not depend on each other (a bad ``[run]``, a bad
+    recipe and an unknown attack are three lines of one error, not three edit-and-rerun cycles)."""
+    problems = Problems()
     for key in raw:
         if key not in TOP_LEVEL and key not in EXTRA_SECTIONS:
-            raise unknown_key(file, "", key, sorted(TOP_LEVEL | set(EXTRA_SECTIONS)))
-    plugins = _plugins(raw, file, path)
+            problems.found.append(unknown_key(file, "", key, sorted(TOP_LEVEL | set(EXTRA_SECTIONS))))
+    plugins = problems.check(lambda: _plugins(raw, file, path), [])
+    if problems.found and plugins == [] and raw.get("plugins"):  # without its plugins, its names cannot be checked
+        problems.raise_any()
     if "matrix" not in raw:
-        raise SuiteError(file, "matrix", "missing table: a suite must name its datasets, archs, defenses and attacks")
-    matrix = build(Matrix, raw["matrix"], file, "matrix")
-    run = build(RunOptions, raw.get("run", {}), file, "run")
-    victim = build(Recipe, raw.get("victim", {}), file, "victim", base=Recipe())
-    clone = build(Recipe, raw.get("clone", {}), file, "clone", base=CLONE_RECIPE)
-    check_run(run, file)
-    for recipe, key in ((victim, "victim"), (clone, "clone")):
-        check_recipe(recipe, file, key)
+        problems.raise_any(SuiteError(file, "matrix", "missing table: a suite must name its datasets, archs, defenses and attacks"))
+    matrix = problems.check(lambda: build(Matrix, raw["matrix"], file, "matrix"))
+    if matrix is None:  # everything else is checked against the matrix
+        problems.raise_any()
+    run = problems.check(lambda: build(RunOptions, raw.get("run", {}), file, "run"), RunOptions())
+    victim = problems.check(lambda: build(Recipe, raw.get("victim", {}), file, "victim", base=Recipe()), Recipe())
+    clone = problems.check(lambda: build(Recipe, raw.get("clone", {}), file, "clone", base=CLONE_RECIPE), CLONE_RECIPE)
+    problems.check(lambda: check_run(run, file))
+    before = len(problems.found)
+    problems.check(lambda: check_recipe(victim, file, "victim"))
+    victim = victim if len(problems.found) == before else Recipe()  # a bad value is reported once, not again by every
+    before = len(problems.found)                                     # plugin recipe that inherits it
+    problems.check(lambda: check_recipe(clone, file, "clone"))
+    clone = clone if len(problems.found) == before else CLONE_RECIPE
     specs: dict[str, DatasetSpec] = {}
-    dataset_options = _datasets(raw, victim, specs, file)
+    before = len(problems.found)
+    dataset_options = problems.check(lambda: _datasets(raw, victim, specs, file), {})
     spec_of = _spec_resolver(specs, file)
-    union_specs(dataset_options, specs, spec_of, file)
+    problems.check(lambda: union_specs(dataset_options, specs, spec_of, file))
+    if len(problems.found) > before:  # a dataset that failed to define would be "unknown" wherever it is named
+        problems.raise_any()
     for i, name in enumerate(matrix.datasets):
-        spec_of(name, f"matrix.datasets[{i}]")
+        problems.check(lambda: spec_of(name, f"matrix.datasets[{i}]"))
     for name in dataset_options:
-        spec_of(name, f"datasets.{name}")
-    used_defenses = _check_matrix(matrix, file)
-    defenses = _plugin_settings(raw, "defenses", DEFENSES, used_defenses, victim, file)
-    attacks = _plugin_settings(raw, "attacks", ATTACKS, {a.lower() for a in matrix.attacks}, clone, file)
-    _check_roles(matrix, dataset_options, specs, spec_of, file)
-    extra = {section: build(cls, table(raw, section, file), file, section) for section, cls in EXTRA_SECTIONS.items()}
-    suite = Suite(_name(raw, file, path), path or Path(file), coerce(raw.get("description", ""), str, file, "description"),
-                  matrix, run, victim, clone, defenses, attacks, dataset_options, specs, plugins, raw, extra)
+        problems.check(lambda: spec_of(name, f"datasets.{name}"))
+    used_defenses = problems.check(lambda: _check_matrix(matrix, file))
+    if used_defenses is None:  # unknown plugin names: their settings cannot be read
+        problems.raise_any()
+    defenses = problems.check(lambda: _plugin_settings(raw, "defenses", DEFENSES, used_defenses, victim, file), {})
+    attacks = problems.check(lambda: _plugin_settings(raw, "attacks", ATTACKS, {a.lower() for a in matrix.attacks}, clone, file), {})
+    if set(matrix.datasets) <= set(specs):
+        problems.check(lambda: _check_roles(matrix, dataset_options, specs, spec_of, file))
+    extra = {section: problems.check(lambda: build(cls, table(raw, section, file), file, section), cls())
+             for section, cls in EXTRA_SECTIONS.items()}
+    name = problems.check(lambda: _name(raw, file, path), "suite")
+    description = problems.check(lambda: coerce(raw.get("description", ""), str, file, "description"), "")
+    problems.raise_any()  # the sections below check against a whole suite
+    suite = Suite(name, path or Path(file), description, matrix, run, victim, clone, defenses, attacks, dataset_options,
+                  specs, plugins, raw, extra)
     for section in extra.values():
         if hasattr(section, "validate"):
-            section.validate(suite)
+            problems.check(lambda: section.validate(suite))
+    problems.raise_any()
     return suite
 
 

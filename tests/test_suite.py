@@ -194,3 +194,20 @@ def test_full_suite_runs_ini_in_the_form_that_trains_at_resnet18_size():
     ini = suite.defenses["ini"].config
     assert suite.matrix.archs == ["resnet18"] and ini.variant == "paper" and ini.pcgrad
     assert (ini.grad_norm_form, ini.ood_train_mode, ini.beta) == ("rms", True, 1.0)
+
+
+def test_every_independent_problem_of_a_suite_is_reported_in_one_pass(tmp_path, capsys):
+    """Three mistakes are three lines of one error (one edit-and-rerun cycle, not three), each naming its key."""
+    from msbench.cli import main as cli_main
+
+    path = tmp_path / "three.toml"
+    path.write_text('[matrix]\ndatasets = ["mnist"]\narchs = ["smallcnn"]\ndefenses = ["vanilla"]\n'
+                    'attacks = ["knockoff", "knockof"]\n[run]\nval_fraction = 1.5\n[victim]\nlr = -1\n')
+    with pytest.raises(SuiteError) as error:
+        load_suite(path)
+    lines = str(error.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["run.val_fraction", "victim.lr", "matrix.attacks[1]"]
+    assert error.value.key == "run.val_fraction"  # the first problem, for a caller that reads one
+    assert cli_main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith(f"msbench: {path}: ") for line in err)
