@@ -65,9 +65,10 @@ def group_sentence(group: pd.DataFrame, lead: str, flags: dict, threshold: float
             parts.append(f"{', '.join(_difference(r) for r in lower)} {'is' if len(lower) == 1 else 'are'} "
                          f"separably below Vanilla under {'its' if len(lower) == 1 else 'their'} worst case")
         if higher:
-            parts.append(f"{', '.join(_difference(r) for r in higher)} {'is' if len(higher) == 1 else 'are'} separably above it")
+            parts.append(f"{', '.join(_difference(r) for r in higher)} {'is' if len(higher) == 1 else 'are'} separably "
+                         f"above {'it' if lower else 'Vanilla under ' + ('its' if len(higher) == 1 else 'their') + ' worst case'}")
         if rest:
-            parts.append(f"{_names(rest)} {'is' if len(rest) == 1 else 'are'} not separable from it")
+            parts.append(f"{_names(rest)} {'is' if len(rest) == 1 else 'are'} not separable from {'it' if lower or higher else 'Vanilla'}")
     collapsed = [r for r in group.itertuples() if r.standing == COLLAPSED]
     if collapsed:
         parts.append(f"not compared (benign accuracy collapsed): {_names(collapsed)}")
