@@ -281,6 +281,11 @@ COMPARISONS = [  # (claim, attack or "benign", defense a, defense b): a - b, per
 ]
 
 
+def _samples(values: dict[tuple, dict[int, float]], dataset: str, defense: str, attack: str, mode: str) -> dict[int, float]:
+    """One experiment's per-seed values from ``stats.seed_values`` (any arch: the run has one); {} if absent."""
+    return next((v for k, v in values.items() if (k[0], k[2], k[3], k[4]) == (dataset, defense, attack, mode)), {})
+
+
 def claim_tests(run: Run) -> str:
     """Every comparison a claim of the paper rests on, tested over seeds as the report tests them:
     a - b in points with its 95% interval, the test (paired t over shared seeds, Welch t otherwise) and
@@ -294,11 +299,8 @@ def claim_tests(run: Run) -> str:
     for claim, attack, a, b in COMPARISONS:
         for dataset in DATASETS:
             for mode in (("",) if attack == "benign" else MODES):
-                source = benign if attack == "benign" else clone
-                pick = lambda d: next((v for k, v in source.items() if k[0] == dataset and k[2] == d and k[3] == attack  # noqa: E731
-                                       and k[4] == mode), {}) if attack != "benign" else next(
-                    (v for k, v in source.items() if k[0] == dataset and k[2] == d), {})
-                c = significance.compare(pick(a), pick(b))
+                source, column = (benign, "") if attack == "benign" else (clone, attack)
+                c = significance.compare(_samples(source, dataset, a, column, mode), _samples(source, dataset, b, column, mode))
                 bounds = f" [{c.low:+.2f}, {c.high:+.2f}]" if c.testable else ""
                 verdict = (f"{DEFENSES[a] if c.diff < 0 else DEFENSES[b]} lower" if c.significant
                            else "not separable" if c.testable else "no test (n = 1)")

@@ -109,11 +109,11 @@ def plan_suite(suite: Suite, out: str | Path | None = None, device: str | None =
         same = [r.get("victim_train_seconds") for r in measured_victims if (r.get("dataset"), r.get("arch")) == (dataset, arch)
                 and _last_link(r.get("defense", "")) == link]
         value = _mean(same)
+        sources["model" if value is None else "measured"] += 1
         if value is None:
             images = min(suite.subset(dataset, "train") or TRAIN_SIZES.get(dataset, 50000), TRAIN_SIZES.get(dataset, 10 ** 9))
             epochs = suite.victim_recipe(dataset, link).epochs
             value = images * epochs * _image_seconds(arch, where) * DEFENSES.get(link).training_cost
-        sources["measured" if same and _mean(same) is not None else "model"] += 1
         seconds += value
     attack_sources = {"measured": 0, "model": 0}
     for cell, _ in todo:

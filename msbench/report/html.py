@@ -18,7 +18,6 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from msbench.report.cell import Table
-from msbench.report.headline import verdict_sentences
 from msbench.report.labels import dataset_label, in_order
 from msbench.report.runs import RunTables
 from msbench.version import __version__
@@ -157,7 +156,7 @@ def _run_environment(tables: RunTables) -> list[tuple[str, str, str]]:
 
 
 def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: list[dict[str, Any]],
-                skipped: list[dict[str, str]], title: str) -> str:
+                skipped: list[dict[str, str]], title: str, verdict: list[str]) -> str:
     results = tables.results
     failed = tables.failed if not results.empty else results
     progress = tables.progress
@@ -170,7 +169,7 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
         "counts": {"cells": progress.planned, "ok": progress.finished, "failed": progress.failed, "pending": progress.pending,
                    "timing_rows": len(tables.timing), "curve_points": len(tables.curves)},
         "partial": progress.sentence() if progress.partial else "",
-        "verdict": verdict_sentences(tables),
+        "verdict": verdict,  # headline.verdict_sentences, computed once by render_report
         "kept_apart": tables.kept_apart,
         "pending": [{k: _shown(row[k]) for k in ("dataset", "arch", "defense", "attack", "label_mode", "seed")}
                     for _, row in tables.pending.iterrows()],

@@ -77,5 +77,5 @@ def render_report(run_dirs: list[Path] | Path, out: Path | None = None,
         drawn.append({"name": name, "title": title, "files": [str(p.relative_to(out)) for p in written],
                       "png": figs.png_bytes(fig) if "html" in chosen else b""})  # 300 dpi: the page shows it up to 1000 px wide
     if "html" in chosen:
-        _write(out / "index.html", render_html(tables, sections, drawn, skipped, tables.name))
+        _write(out / "index.html", render_html(tables, sections, drawn, skipped, tables.name, verdict))
     return out

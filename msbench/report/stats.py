@@ -41,10 +41,10 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
     for key, group in results.groupby(KEY, sort=False, dropna=False):
         ok = group[group["status"] == "ok"]
         pending = int((group["status"] == PENDING).sum())
+        clone = interval(dict(enumerate(ok["clone_acc"].dropna())))
         rows.append({**dict(zip(KEY, key)),
-                     "clone_mean": ok["clone_acc"].mean(), "clone_std": ok["clone_acc"].std(ddof=1), "clone_ci": ci95(ok["clone_acc"]),
-                     "clone_ci_low": ok["clone_acc"].mean() - ci95(ok["clone_acc"]),
-                     "clone_ci_high": ok["clone_acc"].mean() + ci95(ok["clone_acc"]),
+                     "clone_mean": ok["clone_acc"].mean(), "clone_std": ok["clone_acc"].std(ddof=1),
+                     "clone_ci": (clone.high - clone.low) / 2, "clone_ci_low": clone.low, "clone_ci_high": clone.high,
                      "rel_mean": ok["relative_perf"].mean(), "rel_std": ok["relative_perf"].std(ddof=1), "rel_ci": ci95(ok["relative_perf"]),
                      "benign_mean": ok["benign_acc"].mean(), "benign_std": ok["benign_acc"].std(ddof=1), "benign_ci": ci95(ok["benign_acc"]),
                      "fidelity_mean": ok["fidelity"].mean(), "queries": pd.to_numeric(ok["queries"], errors="coerce").mean(),
