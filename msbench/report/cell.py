@@ -74,6 +74,14 @@ def fmt_value(mean: float, spread: float | None = None, digits: int = 2) -> tupl
     return text, text
 
 
+def fmt_clone(mean: float, ci: float | None, rel: float | None) -> tuple[str, str]:
+    """(text, latex) of a clone accuracy: ``mean±h (rel×)``, the relative performance where known."""
+    text, latex = fmt_value(mean, ci)
+    if rel is not None and finite(rel):
+        return f"{text} ({rel:.2f}×)", f"{latex} ({rel:.2f}$\\times$)"
+    return text, latex
+
+
 def with_progress(cell: Cell, n_ok: int, n_failed: int, n_pending: int) -> Cell:
     """``93.25 (1/3 seeds)`` when some seeds of the cell are still pending or failed."""
     if n_pending or n_failed:
@@ -112,10 +120,7 @@ def attack_cell(row: pd.Series | None, samples: dict[int, float] | None = None) 
         return Cell.empty()
     if row["n_ok"] == 0 or not finite(row["clone_mean"]):
         return Cell.pending() if row["n_pending"] else Cell.failed()
-    text, latex = fmt_value(row["clone_mean"], row["clone_ci"])
-    rel = row["rel_mean"]
-    if finite(rel):
-        text, latex = f"{text} ({rel:.2f}×)", f"{latex} ({rel:.2f}$\\times$)"
+    text, latex = fmt_clone(row["clone_mean"], row["clone_ci"], row["rel_mean"])
     cell = Cell(text, latex, round(float(row["clone_mean"]), 2), samples=samples)
     return with_progress(cell, int(row["n_ok"]), int(row["n_failed"]), int(row["n_pending"]))
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from msbench.report import verdict
 from msbench.report.cell import (COLLAPSED_MARK, UNINFORMATIVE_MARK, Cell, Table, accuracy_cell, attack_cell, bold_best,
-                                 cost_model_latex, finite, fmt_budget, fmt_seconds, fmt_value, mark_collapsed,
+                                 cost_model_latex, finite, fmt_budget, fmt_clone, fmt_seconds, mark_collapsed,
                                  mark_uninformative, points, slug, with_n)
 from msbench.report.context import Context, label_only_note, lookup, seed_counts, seeds_note
 from msbench.report.informative import is_uninformative, uninformative_settings
@@ -104,7 +104,7 @@ def _grouped_headers(columns: list[tuple[str, str]], outer_label) -> tuple[list[
     return groups, [mode_label(mode) for _, mode in columns]
 
 
-def attack_tables(tables: RunTables, ctx: Context) -> list[Table]:
+def attack_tables(tables: RunTables, ctx: Context, clone: CloneColumns) -> list[Table]:
     """Tables 2/3: per attack (and arch), clone accuracy (relative performance) per defense x (dataset, label mode).
 
     Every defense of the runs is a row, the paper's first and in its order, then any other
@@ -113,7 +113,6 @@ def attack_tables(tables: RunTables, ctx: Context) -> list[Table]:
     results = tables.results
     if results.empty:
         return []
-    clone = CloneColumns(tables)
     out = []
     for attack in order_attacks(results["attack"]):
         for arch in in_order(results["arch"]):
@@ -143,7 +142,7 @@ def _n_short(frame: pd.DataFrame) -> str:
     return f" n = {counts[0]} seed{'s' if counts[0] > 1 else ''}." if len(counts) == 1 else f" {counts[0]}-{counts[-1]} seeds (n per cell)."
 
 
-def other_defense_tables(tables: RunTables, ctx: Context) -> list[Table]:
+def other_defense_tables(tables: RunTables, ctx: Context, clone: CloneColumns) -> list[Table]:
     """Table 5 style: when the runs hold defenses beyond the paper's (e.g. InI ablations), one table per
     dataset (and arch) comparing them with Vanilla and InI across attack x label mode."""
     results = tables.results
@@ -152,7 +151,6 @@ def other_defense_tables(tables: RunTables, ctx: Context) -> list[Table]:
     others = [d for d in order_defenses(results["defense"]) if not is_paper_defense(d)]
     if not others:
         return []
-    clone = CloneColumns(tables)
     out = []
     for dataset in in_order(results["dataset"]):
         for arch in in_order(results["arch"]):
@@ -189,9 +187,7 @@ def _versus(r) -> Cell:
 def _worst_clone(r) -> Cell:
     if r.settings_finished == 0:
         return Cell.pending() if not r.complete and r.settings_total else Cell.failed()
-    text, latex = fmt_value(r.clone_mean, r.clone_ci)
-    if finite(r.rel_mean):
-        text, latex = f"{text} ({r.rel_mean:.2f}×)", f"{latex} ({r.rel_mean:.2f}$\\times$)"
+    text, latex = fmt_clone(r.clone_mean, r.clone_ci, r.rel_mean)
     if not r.complete:  # pending or failed settings might still beat it
         text, latex = f"≥{text}", f"$\\geq${latex}"
     return Cell(text, latex, round(float(r.clone_mean), 2), bold=bool(r.best), eligible=r.standing == verdict.RANKED and r.complete)
@@ -292,7 +288,7 @@ def timing_tables(tables: RunTables) -> list[Table]:
 
 def all_tables(tables: RunTables) -> dict[str, list[Table]]:
     """Every table of the report by section: the worst-case verdict first, then the paper's order."""
-    ctx = Context(tables)
+    ctx, clone = Context(tables), CloneColumns(tables)  # one summary and one set of per-seed values for both
     return {"worst": worst_case_tables(tables, ctx), "benign": benign_tables(tables, ctx),
-            "attacks": attack_tables(tables, ctx), "timing": timing_tables(tables),
-            "cost": training_cost_tables(tables), "others": other_defense_tables(tables, ctx)}
+            "attacks": attack_tables(tables, ctx, clone), "timing": timing_tables(tables),
+            "cost": training_cost_tables(tables), "others": other_defense_tables(tables, ctx, clone)}
