@@ -48,6 +48,13 @@ class Compute:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
 
+def full_precision(tensor: torch.Tensor) -> ContextManager:
+    """No autocast on ``tensor``'s device while the block runs: a backward pass and an optimiser step,
+    the victim's answers (the defender's deployed model, not the attacker's training), and forward
+    differences that vanish in bf16."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
 _CURRENT: contextvars.ContextVar[Compute] = contextvars.ContextVar("msbench_compute", default=Compute())
 
 

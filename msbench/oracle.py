@@ -10,11 +10,13 @@ the count from its own ledger, not from the oracle.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Callable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
 
+from msbench.compute import full_precision
 from msbench.config import not_one_of
 
 LabelMode = Literal["soft", "hard"]
@@ -153,5 +155,5 @@ class Oracle:
         """Answer a batch of float images in [0, 1] (values outside are clamped); every image
         counts as one query. Raises ``InvalidQuery`` or ``BudgetExceeded`` without counting.
         The deployed victim answers in its own precision: never under the attacker's training autocast."""
-        with torch.autocast(x.device.type if isinstance(x, torch.Tensor) else "cpu", enabled=False):
+        with full_precision(x) if isinstance(x, torch.Tensor) else nullcontext():  # a non-tensor is refused inside
             return self._call(x)

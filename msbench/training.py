@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msbench.compute import current as current_compute
-from msbench.compute import resident
+from msbench.compute import full_precision, resident
 from msbench.logs import Pulse
 from msbench.progress import progress
 
@@ -141,7 +141,7 @@ class Optimiser:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.desc}: loss became {loss.item()}" + self.where)
         self.optimizer.zero_grad(set_to_none=True)
-        with _full_precision(loss):  # autocast wraps the forward and the loss, not the backward and the update
+        with full_precision(loss):  # autocast wraps the forward and the loss, not the backward and the update
             loss.backward()
             self.optimizer.step()
 
@@ -151,7 +151,7 @@ class Optimiser:
         if not bool(torch.isfinite(gradient).all()):
             raise FloatingPointError(f"{self.desc}: the gradient estimate became non-finite" + self.where)
         self.optimizer.zero_grad(set_to_none=True)
-        with _full_precision(output):
+        with full_precision(output):
             output.backward(gradient.to(output.dtype))  # under bf16 autocast the output is bf16, the estimate fp32
             self.optimizer.step()
 
@@ -162,17 +162,12 @@ class Optimiser:
         for p in params:
             p.grad = direction[offset:offset + p.numel()].view_as(p).to(p.dtype)  # a no-op in fp32
             offset += p.numel()
-        with _full_precision(direction):
+        with full_precision(direction):
             self.optimizer.step()
 
     def end_epoch(self) -> None:
         if self.scheduler is not None:
             self.scheduler.step()
-
-
-def _full_precision(tensor: torch.Tensor):
-    """No autocast (``run.precision``) around a backward pass and an optimiser step."""
-    return torch.autocast(tensor.device.type, enabled=False)
 
 
 class Shuffled:

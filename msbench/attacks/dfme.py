@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msbench.attacks.base import Attack, AttackContext, oracle_targets
+from msbench.compute import full_precision
 from msbench.oracle import Oracle
 from msbench.registry import register_attack
 from msbench.seeds import build_seeded
@@ -214,7 +215,7 @@ class DFME(Attack):
                 @torch.no_grad()
                 def loss(points: torch.Tensor) -> torch.Tensor:  # the generator maximises l: it descends -l
                     images = Generator.image(points)  # in fp32 even under bf16: eps = 1e-3 differences vanish in bf16
-                    with torch.autocast(images.device.type, enabled=False):
+                    with full_precision(images):
                         return -disagreement(clone(images.float()), oracle_logits(images.float()))
 
                 estimate, _ = forward_difference_gradient(loss, pre.detach(), config.directions, config.epsilon, probes)
