@@ -2,6 +2,8 @@
 cached run; `run --dry-run` runs nothing; a run over the warning threshold says so before it starts."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 import msbench
@@ -38,6 +40,13 @@ def test_a_partly_cached_run_is_counted_and_estimated_from_its_records(cached):
     records = msbench.load_results(cached / "run")
     expected = records["victim_train_seconds"].mean() + 2 * records["attack_seconds"].mean()
     assert plan.seconds == pytest.approx(expected)
+    copy = cached / "one-record-lost"
+    shutil.copytree(cached / "run", copy)
+    sorted((copy / "records").glob("*.json"))[0].unlink()  # a cell to run again whose victim is checkpointed
+    lost = plan_suite(load_suite(tiny_suite(cached, "one.toml", matrix={"seeds": [0]}, victim={"epochs": 1})), out=copy,
+                      device="cpu")
+    assert (lost.cached, lost.to_run, lost.victims, lost.victims_to_train) == (1, 1, 1, 0)
+    shutil.rmtree(copy)
     fresh = plan_suite(more, out=cached / "elsewhere", device="cpu")  # nothing measured there: the cost model
     assert (fresh.cached, fresh.to_run, fresh.victims_to_train) == (0, 4, 2)
     assert "0 from this run's records, 2 from the cost model" in fresh.basis[0]
