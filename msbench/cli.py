@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="do not render reports/<run folder name> at the end")
     run.add_argument("--dry-run", action="store_true", help="print the plan (msbench plan) and run nothing")
     run.add_argument("--share-run-dir", action="store_true",
-                     help="run into a run directory that holds another suite's run, reusing its cells (zoo on quick's)")
+                     help="run into a run directory that holds another suite's run, reusing its cells (zoo on quick's); "
+                          "that run's tables are kept in OUT/suites/<its name>/")
     run.add_argument("--executor", choices=EXECUTORS.names(), default="local",
                      help="local: this process (default); ray: victims and cells as tasks on a Ray cluster")
     run.add_argument("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,6 +68,27 @@ def check_run_dir(run_dir: Path, suite: str | None = None) -> None:
     make_dirs(run_dir / "records")
 
 
+KEPT_TABLES = ("suite.json", "results.csv", "curves.csv", "timing.csv")  # what makes a run directory reportable
+
+
+def keep_other_tables(run_dir: Path, suite: str) -> Path | None:
+    """Copy the tables of another suite's run in ``run_dir`` to ``run_dir/suites/<its name>/``, before
+    this suite's run rewrites them, so a shared run directory never drops that run's rows; the copy is
+    a run directory `msbench report` reads. None when ``run_dir`` holds no other suite's run."""
+    try:
+        other = json.loads((run_dir / "suite.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not other or other == suite:
+        return None
+    target = run_dir / "suites" / other
+    make_dirs(target)
+    for name in KEPT_TABLES:
+        if (run_dir / name).is_file():
+            write_atomic(target / name, (run_dir / name).read_bytes())
+    return target
+
+
 def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, out: str | Path | None = None,
               device: str | None = None, retry_failed: bool = False, echo: Echo | None = None,
               report: bool = True, report_dir: str | Path | None = None, executor: str | Executor = "local",
@@ -81,8 +102,9 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     ``failed``, ``pending``); ``msbench run`` exits 1 when ``failed`` is not 0. ``force``
     recomputes every cell and retrains every victim of the suite, done or not. A run directory
     holding another suite's run is refused unless ``share_run_dir`` (a suite built on another's
-    cells, zoo on quick's, reuses its victims and records; the tables then list this suite's cells,
-    and the other suite's records stay for its next run).
+    cells, zoo on quick's, reuses its victims and records; the tables then list this suite's cells, the
+    other suite's tables are kept in ``<run dir>/suites/<its name>/`` and its records stay for its next
+    run, and the report goes to ``reports/<suite name>`` unless ``report_dir``).
 
     Messages (a start line, one line per finished cell with its clone accuracy, seconds and the
     ETA, failures, a summary of them) go to the ``msbench`` logger, are appended with UTC
@@ -118,6 +140,11 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
                            f"for the basis)", logging.WARNING)
     with RunLock(run_dir):  # a second run on this directory stops here, naming the holder
         check_run_dir(run_dir, None if share_run_dir else suite.name)
+        kept = keep_other_tables(run_dir, suite.name) if share_run_dir else None
+        if kept is not None:
+            teller(run_dir, echo)(f"the tables of suite '{kept.name}' in {run_dir} are kept in {kept} "
+                                  f"(`msbench report {kept}` renders them)")
+            request = replace(request, report_dir=request.report_dir or Path("reports") / suite.name)
         return _run_locked(Job(suite, root.resolve(), run_dir.resolve(), device), run_dir, request, executor)
 
 

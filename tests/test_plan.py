@@ -96,3 +96,5 @@ def test_a_suite_built_on_another_shares_its_run_directory_when_asked(cached, mn
     frame = msbench.run_suite(other, data_root=mnist_root_module, out=cached / "run", echo=lambda *_: None, report=False,
                               share_run_dir=True)
     assert list(frame.status) == ["ok"] and len(list((cached / "run" / "records").glob("*.json"))) == 2  # tiny's soft cell reused
+    kept = msbench.load_results(cached / "run" / "suites" / "tiny")  # tiny's rows are kept beside, not dropped
+    assert sorted(kept.label_mode) == ["hard", "soft"] and set(kept.status) == {"ok"}
