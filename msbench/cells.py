@@ -9,20 +9,23 @@ changed setting recomputes only the cells (and victims) that read it:
 - a cell: its victim, the attack's config, recipe, code identity and declared role datasets (only
   KnockoffNets' cells depend on the surrogate set), the label mode and the seed.
 
-A plugin's code identity is its ``version`` class attribute when it declares one, else the hash of
-its module's source file, so editing a defense or an attack recomputes what it made. Changes to
-msbench's own shared code (training loop, oracle) are covered by ``RESULT_VERSION`` instead.
+Code is part of every key (``msbench.code_identity``): a plugin's ``version`` class attribute when
+it declares one, else the hash of its module's import closure (``pcgrad.py`` for InI, ``mad.py``
+for ModelGuard-S), and the closure of the stage that ran (training, data, models and checkpoints
+for a victim; the oracle, distortion and attack contract on top for a cell). So editing a helper
+recomputes exactly the results that ran it, and editing the report recomputes none.
+``RESULT_VERSION`` remains for a change of meaning that no source file shows.
 """
 from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import itertools
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from msbench.code_identity import CELL_STAGE, VICTIM_STAGE, code_identity, stage_identity
 from msbench.compute import Compute
 from msbench.config import as_dict
 from msbench.defenses import OutputDefense
@@ -30,7 +33,7 @@ from msbench.registry import ATTACKS, DEFENSES
 from msbench.suite_schema import Suite
 from msbench.sweep import sweep_options
 
-RESULT_VERSION = 2  # bump when a change to msbench invalidates earlier results (2: independent random streams)
+RESULT_VERSION = 3  # bump when a change of meaning invalidates earlier results (2: independent random streams; 3: code closures in keys)
 FILE_FIELDS = ("format", "like", "train", "test", "num_classes")  # what of a file dataset's definition its images depend on
 
 
@@ -69,20 +72,6 @@ def expand(suite: Suite) -> list[Cell]:
     return list(dict.fromkeys(cells))
 
 
-@functools.cache
-def code_identity(plugin: type) -> str:
-    """``version:<v>`` when the class itself declares ``version``, else a hash of its module's
-    source file (its qualified name where no source file exists, e.g. a class made at a prompt)."""
-    version = vars(plugin).get("version")
-    if version is not None:
-        return f"version:{version}"
-    try:
-        with open(inspect.getsourcefile(plugin) or "", "rb") as source:
-            return "source:" + hashlib.sha256(source.read()).hexdigest()[:16]
-    except (OSError, TypeError):
-        return f"name:{plugin.__module__}.{plugin.__qualname__}"
-
-
 def dataset_files(suite: Suite, name: str | None) -> dict[str, Any] | None:
     """A file dataset's definition (paths, format, shape source), a union's members with theirs; None
     for a registered dataset."""
@@ -119,7 +108,7 @@ def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: in
         links.append(link)
     compute = Compute(suite.run.precision, suite.run.channels_last).non_default()  # {} for fp32, channels-first: keys unchanged
     return digest({"v": RESULT_VERSION, "data": data_identity(suite, dataset), "arch": arch, "seed": seed, "chain": links,
-                   **({"compute": compute} if compute else {})})
+                   "framework": stage_identity(VICTIM_STAGE), **({"compute": compute} if compute else {})})
 
 
 def cell_key(suite: Suite, cell: Cell) -> str:
@@ -130,4 +119,5 @@ def cell_key(suite: Suite, cell: Cell) -> str:
     identity = {k: v for k, v in asdict(cell).items() if not (k == "setting" and v is None)}  # unswept keys as before
     return digest({"victim": victim_key(suite, cell.dataset, cell.arch, chain, cell.seed), "cell": identity,
                    "attack": as_dict(settings.config), "recipe": as_dict(settings.recipe), "code": code_identity(attack),
+                   "framework": stage_identity(CELL_STAGE),
                    "roles": role_identity(suite, cell.dataset, tuple(attack.roles))})

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from msbench.cells import cell_key, code_identity, expand, victim_key
+from msbench.cells import cell_key, expand, victim_key
+from msbench.code_identity import code_identity
 from msbench.defenses.ini import InI
 from msbench.suite import parse_suite
 from tests.conftest import merged
@@ -82,12 +83,10 @@ def test_a_change_changes_exactly_the_keys_that_read_it(field):
 def test_a_declared_version_changes_the_keys_of_what_the_plugin_made(monkeypatch):
     victims, cells = keys(BASE)
     monkeypatch.setattr(InI, "version", "2", raising=False)
-    code_identity.cache_clear()
     try:
         victims_after, cells_after = keys(BASE)
     finally:
         monkeypatch.undo()
-        code_identity.cache_clear()
     assert {name for name in victims if victims[name] != victims_after[name]} == {"ini", "ini+mad"}
     assert {cell for cell in cells if cells[cell] != cells_after[cell]} == {("ini", "knockoff"), ("ini", "jbda"),
                                                                            ("ini+mad", "knockoff"), ("ini+mad", "jbda")}

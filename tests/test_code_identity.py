@@ -1,0 +1,94 @@
+"""Cache keys hash the code that computed a result: a plugin's import closure and its stage's.
+
+Each test edits one file of a temporary copy of the package and asks the keys of the copy: a
+helper's edit must move exactly the keys of the results that ran it, a report edit none.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import msbench
+from msbench.code_identity import CELL_STAGE, VICTIM_STAGE, closure, code_identity, stage_identity
+from msbench.registry import ATTACKS, DEFENSES
+
+PACKAGE = Path(msbench.__file__).parent
+
+
+@pytest.fixture()
+def copy(tmp_path):
+    """A copy of the package and a locator that finds each msbench module in the copy."""
+    root = tmp_path / "msbench"
+    shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def find(name: str) -> Path | None:
+        if name != "msbench" and not name.startswith("msbench."):
+            return None
+        base = root.parent.joinpath(*name.split("."))
+        return base / "__init__.py" if base.is_dir() else base.with_suffix(".py") if base.with_suffix(".py").exists() else None
+
+    return root, find
+
+
+def identities(find) -> dict[str, str]:
+    return {"victim stage": stage_identity(VICTIM_STAGE, find=find), "cell stage": stage_identity(CELL_STAGE, find=find),
+            **{f"defense {name}": code_identity(DEFENSES.get(name), find) for name in ("vanilla", "ini", "mad", "modelguard_s")},
+            **{f"attack {name}": code_identity(ATTACKS.get(name), find) for name in ("knockoff", "jbda")}}
+
+
+def moved_by(copy, relative: str) -> set[str]:
+    root, find = copy
+    before = identities(find)
+    with open(root / relative, "a") as source:
+        source.write("\n# an edit\n")
+    after = identities(find)
+    return {name for name in before if before[name] != after[name]}
+
+
+def test_the_training_loop_is_in_every_victim_and_cell_key(copy):
+    assert moved_by(copy, "training.py") >= {"victim stage", "cell stage"}
+
+
+def test_pcgrad_moves_ini_only(copy):
+    assert moved_by(copy, "pcgrad.py") == {"defense ini"}
+
+
+def test_mads_source_moves_modelguard_s_too(copy):
+    assert moved_by(copy, "defenses/mad.py") == {"defense mad", "defense modelguard_s"}
+
+
+def test_the_oracle_moves_cells_but_not_victims_trained_without_it(copy):
+    moved = moved_by(copy, "evaluate.py")
+    assert "cell stage" in moved and "victim stage" not in moved
+
+
+def test_the_report_moves_nothing(copy):
+    assert moved_by(copy, "report/tables.py") == set()
+    assert moved_by(copy, "plan.py") == set()
+
+
+def test_a_model_module_is_in_every_victim_key(copy):
+    assert "victim stage" in moved_by(copy, "models/small.py")
+
+
+def test_the_closure_follows_a_name_to_the_module_defining_it():
+    modules = closure([DEFENSES.get("mad").__module__])
+    assert "msbench.defenses.base" in modules  # from msbench.defenses.base import OutputDefense
+    assert "msbench.defenses.ini" not in modules and "msbench.report.tables" not in modules
+
+
+def test_a_plugin_outside_the_package_hashes_its_sibling_helpers(tmp_path, monkeypatch):
+    (tmp_path / "helper_of_plugin.py").write_text("SCALE = 1.0\n")
+    (tmp_path / "sibling_plugin.py").write_text("from helper_of_plugin import SCALE\n\nclass Plugin:\n    scale = SCALE\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+    import sys
+
+    plugin = importlib.import_module("sibling_plugin").Plugin
+    before = code_identity(plugin)
+    (tmp_path / "helper_of_plugin.py").write_text("SCALE = 2.0  # changed\n")
+    after = code_identity(plugin)
+    sys.modules.pop("sibling_plugin", None), sys.modules.pop("helper_of_plugin", None)
+    assert before != after and before.startswith("source:")
