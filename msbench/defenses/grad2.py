@@ -9,14 +9,36 @@ product <g(y~), d>:
 - untargeted: d = g(y), the clean answers' gradient (the gradient is turned away from it);
 - targeted ``all_ones``: d = -1, i.e. maximise <g(y~), 1> (the paper's all-ones experiment).
 
+The released scripts' main setting is all-ones (``ALL-ONES_10`` in ``makebatches.sh``; untargeted
+is their ``MIN-IP``); msbench's default ``target`` stays ``untargeted``, as before.
+
 The objective is linear in y~, with scores s_k = <grad log p_k, d>; the paper's greedy solution
 (exact for a linear objective on the simplex within an L1 ball) gives min(epsilon/2, 1 - y_r) of
 mass to the class r of the lowest score, taking it from the classes of the highest scores in turn.
 
 As in the authors' code, g is the gradient of the batch's mean loss, so d of a call is the clean
-gradient of the whole query batch, and the surrogate is used in eval mode. msbench's surrogate is
-MAD's: a randomly initialised model of the victim's architecture (``mad.random_surrogate``); the
-paper trains its surrogate on the defender's data, which a suite cannot select here yet.
+gradient of the whole query batch, and the surrogate is used in eval mode.
+
+The surrogate (``surrogate`` setting). The official code (mmazeika/model-stealing-defenses,
+``batch_training/train_surrogate.py``, loaded in ``get_queries.py``) distils it from the victim's
+clean answers on the attacker's transfer set, the very images whose answers it then perturbs
+(``{transfer}_to_{eval}_surrogate_10epochs.pt`` for its main setting ``ALL-ONES_10``), offline,
+before the first answer. A deployed defense cannot have those images before they are asked, so
+msbench does not hand them to it. Nor does it distil online on the queries as they arrive: the
+surrogate would change during an attack, and msbench checks that an attack leaves every parameter
+and buffer of the victim unchanged (``msbench.fingerprint``), shares one cached victim between
+cells, and answers each attack from the same starting state; a stateful surrogate fits none of
+the three without changing the runner. What msbench offers:
+
+- ``"random"`` (the default, unchanged): MAD's surrogate, a randomly initialised model of the
+  victim's architecture (``mad.random_surrogate``), the official code's 0-epoch surrogate
+  (``..._surrogate_0epochs.pt``, its surrogate-length study);
+- ``"distilled"``: the same initialisation distilled, with the soft cross-entropy (the code's
+  distillation loss at temperature 1), for ``surrogate_epochs`` epochs (the code's 10) on the base
+  victim's answers on the defender's own training split, with the victim's recipe (the code: SGD
+  lr 0.1, Nesterov momentum 0.9, a 50-epoch cosine schedule stopped after 10). The code has
+  this too: its ``_s1`` settings load ``{eval}_to_{eval}_surrogate_*`` models distilled on the
+  defender's training set. It reads nothing an attacker sends.
 
 Two implementations compute the same answers (a test checks it):
 
@@ -39,8 +61,10 @@ from torch.func import functional_call, jvp, vjp
 from msbench.defenses.base import OutputDefense, VictimContext, renormalise
 from msbench.defenses.mad import random_surrogate
 from msbench.registry import register_defense
+from msbench.training import fit as fit_model
 
 Target = Literal["untargeted", "all_ones"]  # away from the clean gradient, or towards the all-ones direction
+Surrogate = Literal["random", "distilled"]  # untrained, or distilled on the defender's training split
 
 
 # -- scores s (N, K): s_ik = d(<G^T y~, d>)/d y~_ik ----------------------------------------------------
@@ -161,11 +185,16 @@ class GRAD2(OutputDefense):
         epsilon: float = 0.5  # L1 budget; benign matching tunes it
         target: Target = "untargeted"
         implementation: Literal["fast", "reference"] = "fast"  # VJP + JVP, batched greedy; or double backprop, per-sample loop
+        surrogate: Surrogate = "random"  # "distilled": on the base victim's answers on the defender's training split
+        surrogate_epochs: int = 10  # distillation epochs of the "distilled" surrogate (the official code's 10)
 
     @staticmethod
     def check_config(config: "GRAD2.Config") -> tuple[str, str] | None:
         if not (math.isfinite(config.epsilon) and 0 <= config.epsilon <= 2):
             return "epsilon", f"expected an L1 budget in [0, 2], got {config.epsilon}"
+        epochs = config.surrogate_epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            return "surrogate_epochs", f"expected a positive number of epochs, got {epochs!r}"
         return None
 
     def cost_model(self, batch_size: int) -> str:
@@ -177,3 +206,21 @@ class GRAD2(OutputDefense):
     def build(self, base: nn.Module, ctx: VictimContext) -> nn.Module:
         c = self.config
         return FORMS[c.implementation](base, random_surrogate(ctx, "grad2.surrogate"), c.epsilon, c.target)
+
+    def fit(self, defended: nn.Module, ctx: VictimContext) -> None:
+        """The "distilled" surrogate: trained on what the defender has, the base victim's answers on
+        its own training split (the "random" one trains nothing). The surrogate stays frozen after."""
+        if self.config.surrogate != "distilled":
+            return
+        base = defended.base.eval()
+        with torch.no_grad():
+            answers = torch.cat([base(x).detach().float() for x, _ in ctx.train.batches(512, ctx.device)])
+        surrogate = defended.surrogate
+        for parameter in surrogate.parameters():
+            parameter.requires_grad_(True)
+        recipe = ctx.recipe.with_(epochs=self.config.surrogate_epochs)
+        fit_model(surrogate, ctx.train.images, answers, recipe, device=ctx.device, seed=ctx.seed_for("grad2.surrogate.train"),
+                  augment=ctx.augment, desc=f"grad2 surrogate {ctx.spec.name}/{ctx.arch}")
+        for parameter in surrogate.parameters():
+            parameter.requires_grad_(False)
+        surrogate.eval()
