@@ -1,21 +1,35 @@
 """ModelGuard-S (Tang et al., USENIX Security 2024, ``defenses/victim/quantize.py``): answers
 quantised to a small codebook of probability vectors, each answer within epsilon (L1) of the truth.
 
-Codebook (one per top-1 class, built from the base victim's answers on the victim's training
-split, grouped by their top-1 class): start from the group's mean; run k-means (L1 assignment,
-mean update, as the authors' code) to convergence; while some answer of the group is farther than
-epsilon from its nearest centroid, add the farthest answer as a centroid and run k-means again;
-empty clusters are dropped. A centroid is a mean of vectors sharing a top-1 class, so it has that
-top-1 too. The growth stops at ``max_centroids`` per class (a bound on cost that the authors'
-code does not have; with it some training answers may stay farther than epsilon).
+What the authors' released code does (Yoruko-Tang/ModelGuard: ``scripts/run_*.py`` and the
+README's commands pass ``--quantize_args 'epsilon:1.0;ydist:l1;optim:0;frozen:0;
+ordered_quantization:1'`` to ``incremental_kmeans``): no training set (no ``trainingset_name``),
+so every run starts with empty codebooks and they grow from the queries. A query's top-1 class
+with no centroid yet gets the query's answer as its first centroid, answered unchanged; after
+that the query is answered with the first centroid of its class within epsilon, and where none is
+the answer itself becomes a new centroid and is answered unchanged. The test-set evaluation
+(``eval.py``) and the attack (``transfer.py``, ``jacobian.py``) run as separate processes, each
+growing its own codebook. The optional ``trainingset_name`` path (not used by the scripts) fills
+per-class buffers with the victim's answers on that dataset's *test* split (``train=False``),
+grouped by true label, and clusters each by the incremental k-means below; ``kmean`` re-clusters
+the query buffer and acts only without ordered quantisation.
+
+What msbench does instead: a fixed codebook per top-1 class, built before any query from the base
+victim's answers on the victim's training split, grouped by their top-1 class: start from the
+group's mean; run k-means (L1 assignment, mean update, as the authors' ``k_means``) to
+convergence; while some answer of the group is farther than epsilon from its nearest centroid,
+add the farthest answer as a centroid and run k-means again; empty clusters are dropped. A
+centroid is a mean of vectors sharing a top-1 class, so it has that top-1 too. The growth stops at
+``max_centroids`` per class (a bound on cost that the authors' code does not have; with it some
+training answers may stay farther than epsilon). msbench does not grow the codebook from queries:
+a victim's buffers are checked unchanged after every attack, one cached victim serves many cells,
+and answers that depended on earlier queries would depend on the order cells run in.
 
 Answer (``ordered_quantization`` with ``top1_preserve``, the authors' defaults): the first
-centroid, in codebook order, of the query's top-1 class within epsilon of y. Where none is
-within epsilon, the authors' code adds y itself as a new centroid and answers it unchanged (the
-codebook then grows with the attacker's queries); msbench keeps the codebook fixed, so answers
-do not depend on earlier queries, and answers y moved by epsilon towards the nearest centroid of
-its class (still within the ball and keeping the top-1). A class with no training answer is
-answered unchanged.
+centroid, in codebook order, of the query's top-1 class within epsilon of y. Where none is within
+epsilon (the authors' code would add y as a centroid and answer it unchanged), msbench answers y
+moved by epsilon towards the nearest centroid of its class (still within the ball and keeping the
+top-1). A class with no training answer is answered unchanged.
 
 The codebook depends on epsilon: it is built, for each epsilon asked, from the stored training
 answers (a buffer saved with the victim) at the first query.

@@ -1,15 +1,23 @@
-"""Random noise at an L1 budget (the sanity baseline of Mazeika et al. 2022 and ModelGuard):
+"""Random noise at an L1 budget, the random-perturbation baseline of Mazeika et al. 2022:
 
     answer = (1 - epsilon/2) y + (epsilon/2) e_j,   j uniform over the classes other than argmax y
 
 so ||answer - y||_1 = epsilon (1 - y_j) <= epsilon. Any perturbation defense should beat it at the
 same epsilon and benign accuracy.
 
-The class j is drawn from ``noise_generator``, a CPU generator seeded from the defense's own
-stream ``ctx.seed_for("random_noise.answers")`` (not the cell's seed, from which every other
-stream derives); ``restart_randomness()`` puts it back to that seed, which the runner does before
-each attack so a cell's answers do not depend on what was asked of the victim before (benign
-matching, test set).
+Source: ``method_rand_perturbation`` in mmazeika/model-stealing-defenses
+(``batch_training/defenses.py``; the ``Random`` defense of its ``get_queries.py``, copied into the
+DCP code, KacemKhaled/defending-extraction ``df/defenses.py``): the same formula, j drawn per query
+with numpy's global generator. ModelGuard's ``defenses/victim/randnoise.py`` is a different
+method, not this one: noise in logit space (z = log(y / (1 - y)) plus a uniform or Gaussian
+vector projected onto an epsilon ball, then sigmoid and renormalise), so its epsilon bounds the
+logit noise, not the L1 distance of the answers; its released scripts do not run it.
+
+msbench's departure: j is drawn from ``noise_generator``, a CPU generator seeded from the
+defense's own stream ``ctx.seed_for("random_noise.answers")`` (not the cell's seed, from which
+every other stream derives); ``restart_randomness()`` puts it back to that seed, which the runner
+does before each attack so a cell's answers do not depend on what was asked of the victim before
+(benign matching, test set).
 """
 from __future__ import annotations
 

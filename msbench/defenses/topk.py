@@ -1,7 +1,19 @@
-"""Top-k (ART's ``HighConfidence``-style truncation): only the k largest probabilities are answered.
+"""Top-k: only the k largest probabilities are answered, the others set to 0 and the kept ones
+renormalised to sum to 1. The top-1 class is always kept, so the argmax is unchanged.
 
-The others are set to 0 and the kept ones renormalised to sum to 1 (ART does not renormalise).
-The top-1 class is always kept, so the argmax is unchanged.
+Sources, and how msbench differs from each:
+
+- ``Blackbox.truncate_output`` of MAD's code (tribhuvanesh/prediction-poisoning,
+  ``defenses/victim/blackbox.py``) and of ModelGuard's copy of it (Yoruko-Tang/ModelGuard, same
+  path): keeps the k largest values and zeroes the rest, without renormalising (an answer then
+  sums to less than 1); with ``rounding = 0`` it answers 1 at each kept class, which is how
+  ModelGuard's scripts run their ``top1`` defense (``topk:1;rounding:0``, a one-hot: msbench's
+  ``label_only``).
+  msbench renormalises, because its oracle answers probability vectors.
+- ART has no top-k postprocessor. Its ``HighConfidence`` (``art/defences/postprocessor/
+  high_confidence.py``), which this module's docstring used to name, zeroes every probability
+  below a threshold ``cutoff`` (0.25 by default), whatever their number, and does not renormalise
+  either: a different rule (a threshold, not a count), not implemented here.
 """
 from __future__ import annotations
 
