@@ -93,7 +93,8 @@ def benign_check(results: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         reference = is_reference(r.defense)
         ref = means.get((r.dataset, r.arch, reference_of(r.defense, present)), float("nan"))
         drop = ref - r.benign_mean if finite(ref) and finite(r.benign_mean) else float("nan")
-        within = None if reference or not finite(drop) else bool(drop <= tolerance + 1e-9)
+        # the drop is compared to 9 decimals, so 99.3 - 98.3 (1.0000000000000142 in floats) is a drop of exactly 1.0
+        within = None if reference or not finite(drop) else bool(round(drop - tolerance, 9) <= 0)
         rows.append({"dataset": r.dataset, "arch": r.arch, "defense": r.defense, "benign_mean": r.benign_mean,
                      "reference_mean": ref, "drop": drop, "within": within, "reference": reference})
     return pd.DataFrame(rows, columns=columns)
