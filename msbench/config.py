@@ -175,7 +175,10 @@ def unknown_key(file: str, prefix: str, key: str, known: list[str]) -> SuiteErro
 
 
 def build(cls: type[T], table: dict[str, Any], file: str, prefix: str, base: T | None = None) -> T:
-    """Instantiate dataclass ``cls`` from a TOML table, over ``base``'s values when given."""
+    """Instantiate dataclass ``cls`` from a TOML table, over ``base``'s values when given. Any other
+    value where the table belongs (``matrix = 3``, an array of tables) is a SuiteError naming ``prefix``."""
+    if not isinstance(table, dict):
+        raise SuiteError(file, prefix, f"expected a table, got {table!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values = {}

@@ -31,6 +31,9 @@ from msbench.timing.schema import TimingOptions
 from msbench.training import CLONE_RECIPE, Recipe
 
 TOP_LEVEL = {"name", "description", "plugins", "matrix", "run", "victim", "clone", "defenses", "attacks", "datasets"}
+MAX_EXTENDS = 32
+"""Files an ``extends`` chain may read after the first: a variant of a variant is a few levels; a chain far
+deeper is a generated mistake, refused in one line rather than by Python's recursion limit."""
 EXTRA_SECTIONS: dict[str, type] = {"timing": TimingOptions, "sweep": SweepOptions, "report": ReportOptions}
 """Further top-level tables (``timing``, ``sweep``, ``report``): the stages that read them own their types.
 A section class may define ``validate(self, suite)``, raising SuiteError, to check it against the suite."""
@@ -59,6 +62,8 @@ def _read_extended(path: Path, extending: tuple[Path, ...]) -> dict[str, Any]:
     chain, base = (*extending, path.resolve()), (path.parent / base_name).resolve()
     if base in chain:
         raise SuiteError(file, "extends", f"'{base_name}' extends this file again (a cycle)")
+    if len(chain) > MAX_EXTENDS:
+        raise SuiteError(file, "extends", f"the chain of extends from {chain[0]} is more than {MAX_EXTENDS} suites deep; flatten it")
     if not base.is_file():
         raise SuiteError(file, "extends", f"no such suite file '{base_name}' (relative to {path.parent})")
     return _merged(_read_extended(base, chain), raw)

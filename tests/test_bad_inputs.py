@@ -107,6 +107,7 @@ def test_unavailable_device_is_refused_before_work(tmp_path, capsys, no_training
     (b"[matrix\n", "not valid TOML"),
     (b"this is not toml {", "not valid TOML"),
     (b'name = "x"\n', "matrix: missing table"),
+    (b'matrix = 3\n', "matrix: expected a table, got 3"),
 ])
 def test_bad_suite_file_is_one_line_exit_2(tmp_path, capsys, no_training, content, expected):
     suite = tmp_path / "s.toml"

@@ -187,6 +187,35 @@ def test_extends_cycle_through_two_files_is_refused(tmp_path):
         load_suite(tmp_path / "a.toml")
 
 
+def test_extends_chain_is_bounded_in_one_line_and_a_self_extension_is_a_cycle(tmp_path):
+    """A chain of MAX_EXTENDS extends loads; one deeper (1,500 used to end in RecursionError) is one
+    line naming the file and ``extends``."""
+    from msbench.suite import MAX_EXTENDS
+
+    write(tmp_path / "s0.toml", 'name = "s0"\n[matrix]\ndatasets = ["mnist"]\narchs = ["smallcnn"]\n'
+          'defenses = ["vanilla"]\nattacks = ["knockoff"]\n')
+    for i in range(1, MAX_EXTENDS + 2):
+        write(tmp_path / f"s{i}.toml", f'extends = "s{i - 1}.toml"\nname = "s{i}"\n')
+    assert load_suite(tmp_path / f"s{MAX_EXTENDS}.toml").name == f"s{MAX_EXTENDS}"
+    with pytest.raises(SuiteError) as error:
+        load_suite(tmp_path / f"s{MAX_EXTENDS + 1}.toml")
+    assert error.value.key == "extends" and "s1.toml" in error.value.file and f"more than {MAX_EXTENDS}" in str(error.value)
+    assert "\n" not in str(error.value)
+    write(tmp_path / "self.toml", 'extends = "self.toml"\nname = "self"\n')
+    with pytest.raises(SuiteError, match="a cycle"):
+        load_suite(tmp_path / "self.toml")
+
+
+@pytest.mark.parametrize("section", ["matrix", "run", "victim", "clone", "timing", "datasets"])
+def test_a_value_where_a_section_table_belongs_is_one_line(tmp_path, section):
+    """``matrix = 3`` used to end in an AttributeError traceback from the table reader."""
+    text = 'name = "s"\n[matrix]\ndatasets = ["mnist"]\narchs = ["smallcnn"]\ndefenses = ["vanilla"]\nattacks = ["knockoff"]\n'
+    path = write(tmp_path / "s.toml", (f"{section} = 3\n" + text) if section != "matrix" else 'name = "s"\nmatrix = 3\n')
+    with pytest.raises(SuiteError) as error:
+        load_suite(path)
+    assert str(error.value) == f"{path}: {section}: expected a table, got 3"
+
+
 def test_full_suite_runs_ini_in_the_form_that_trains_at_resnet18_size():
     """docs/methods.md, "InI at ResNet-18 size": the paper form's norm term swamps the benign
     gradient there; full.toml normalises it by sqrt(P) and runs the OOD forward in training mode."""
