@@ -24,12 +24,17 @@ log = logging.getLogger("msbench")
 RESULT_COLUMNS = ["dataset", "arch", "defense", "setting", "attack", "label_mode", "seed", "budget", "queries", "benign_acc",
                   "clone_acc", "relative_perf", "fidelity", "distortion_queries", "distortion_test", "status", "error",
                   "surrogate", "tuned", "victim_seconds", "victim_train_seconds", "victim_device", "attack_seconds", "notes", "msbench", "git_commit", "torch", "device", "device_model", "threads", "host",
-                  "date", "cell_id"]
+                  "date", "cell_id",
+                  # detection defenses' cells only (docs/methods.md, "Detection defenses"); NaN elsewhere
+                  "attacker_accounts", "flag_queries", "stop_queries", "accounts_needed", "clone_unstopped", "benign_fpr",
+                  "benign_users", "benign_queries", "monitor_ms"]
 CURVE_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "clone_acc"]
 _TEXT, _COUNT, _NUMBER = "string", "Int64", "float64"
 RESULT_DTYPES = {**{c: _TEXT for c in RESULT_COLUMNS}, "seed": _COUNT, "budget": _COUNT, "queries": _COUNT, "threads": _COUNT,
                  **{c: _NUMBER for c in ("setting", "benign_acc", "clone_acc", "relative_perf", "fidelity", "distortion_queries",
-                                    "distortion_test", "victim_seconds", "victim_train_seconds", "attack_seconds")}}
+                                    "distortion_test", "victim_seconds", "victim_train_seconds", "attack_seconds",
+                                    "attacker_accounts", "flag_queries", "stop_queries", "accounts_needed", "clone_unstopped",
+                                    "benign_fpr", "benign_users", "benign_queries", "monitor_ms")}}
 CURVE_DTYPES = {**{c: _TEXT for c in CURVE_COLUMNS}, "seed": _COUNT, "queries": _COUNT, "clone_acc": _NUMBER}
 
 _STR, _INT, _NUM = (str,), (int,), (int, float)
@@ -47,8 +52,11 @@ the training time of the victim's whole defense chain (``ini+mad``: InI's and MA
 (``provenance.training_device``), empty when a link's checkpoint predates the field."""
 
 
-def record_problem(record: Any, cell_id: str) -> str | None:
-    """Why ``record`` is not a valid record of ``cell_id``, or None."""
+def record_problem(record: Any, cell_id: str, cell: dict[str, Any] | None = None, budget: int | None = None) -> str | None:
+    """Why ``record`` is not a valid record of ``cell_id``, or None. With ``cell`` (the cell's identity:
+    dataset, arch, defense, attack, label mode, seed, setting) and ``budget`` (its attack's query
+    budget), the record must also be that cell's and its numbers possible for it: a record edited or
+    copied from elsewhere is refused, not shown as ``ok``."""
     if not isinstance(record, dict):
         return f"expected a JSON object, got {type(record).__name__}"
     required = {**RECORD_SCHEMA["any"], **(RECORD_SCHEMA["ok"] if record.get("status") == "ok" else {})}
@@ -66,13 +74,30 @@ def record_problem(record: Any, cell_id: str) -> str | None:
         return f"'status' should be 'ok' or 'failed', got {record['status']!r}"
     if record["cell_id"] != cell_id:
         return f"'cell_id' is {record['cell_id']!r}, expected {cell_id!r} (the file name)"
-    if record["status"] == "ok":
-        for point in record["curve"]:
-            if not (isinstance(point, list) and len(point) == 2 and all(isinstance(v, (int, float)) for v in point)):
-                return f"'curve' should hold [queries, accuracy] pairs, got {point!r}"
-        for key in ("benign_acc", "clone_acc", "fidelity"):
-            if not (math.isfinite(record[key]) and 0 <= record[key] <= 100):
-                return f"'{key}' should be a percentage, got {record[key]!r}"
+    for key, value in (cell or {}).items():
+        if record.get(key) != value:
+            return f"'{key}' is {record.get(key)!r}, expected {value!r} (the cell's)"
+    return _numbers_problem(record, budget) if record["status"] == "ok" else None
+
+
+def _numbers_problem(record: dict[str, Any], budget: int | None) -> str | None:
+    """Why a finished record's numbers are impossible (percentages out of range, queries outside the budget), or None."""
+    for point in record["curve"]:
+        if not (isinstance(point, list) and len(point) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                                    for v in point)):
+            return f"'curve' should hold [queries, accuracy] pairs, got {point!r}"
+        if not (0 <= point[0] <= record["budget"] and math.isfinite(point[1]) and 0 <= point[1] <= 100):
+            return f"'curve' point {point!r} is outside [0, budget {record['budget']}] x [0, 100]"
+    for key in ("benign_acc", "clone_acc", "fidelity"):
+        if not (math.isfinite(record[key]) and 0 <= record[key] <= 100):
+            return f"'{key}' should be a percentage, got {record[key]!r}"
+    if budget is not None and record["budget"] != budget:
+        return f"'budget' is {record['budget']}, expected {budget} (the attack's)"
+    if not 0 <= record["queries"] <= record["budget"]:
+        return f"'queries' is {record['queries']}, outside [0, budget {record['budget']}]"
+    expected = record["clone_acc"] / record["benign_acc"] if record["benign_acc"] else float("nan")
+    if not math.isclose(record["relative_perf"], expected, rel_tol=1e-9) and not (math.isnan(expected) and math.isnan(record["relative_perf"])):
+        return f"'relative_perf' is {record['relative_perf']!r}, expected clone_acc / benign_acc = {expected!r}"
     return None
 
 
@@ -85,14 +110,15 @@ class RecordStore:
     def path(self, cell_id: str) -> Path:
         return self.dir / f"{cell_id}.json"
 
-    def get(self, cell_id: str) -> dict[str, Any] | None:
-        """The cell's record; None when absent or invalid (an invalid file is reported and set aside)."""
+    def get(self, cell_id: str, cell: dict[str, Any] | None = None, budget: int | None = None) -> dict[str, Any] | None:
+        """The cell's record; None when absent or invalid (an invalid file is reported and set aside).
+        ``cell`` and ``budget``: what the record must belong to (``record_problem``)."""
         path = self.path(cell_id)
         if not path.exists():
             return None
         try:
             record = json.loads(path.read_text())
-            problem = record_problem(record, cell_id)
+            problem = record_problem(record, cell_id, cell, budget)
         except (OSError, UnicodeDecodeError, ValueError) as failure:
             problem = f"unreadable ({type(failure).__name__}: {failure})"
         if problem is None:

@@ -156,7 +156,8 @@ def _run_locked(job: Job, run_dir: Path, request: RunRequest, executor: Executor
     tell = teller(run_dir, request.echo)
     cells = [(cell, cell_key(suite, cell)) for cell in expand(suite)]
     by_id = {cell_id: cell for cell, cell_id in cells}
-    done = {cell_id: record for cell_id in by_id if (record := store.get(cell_id)) is not None}  # read once; kept current
+    done = {cell_id: record for cell_id, cell in by_id.items()  # read once, each checked against its cell; kept current
+            if (record := store.get(cell_id, cell.__dict__, suite.attacks[cell.attack].config.budget)) is not None}
     todo = [(cell, cell_id) for cell, cell_id in cells
             if request.force or cell_id not in done or (request.retry_failed and done[cell_id].get("status") != "ok")]
     where = resolve_device(request.device or suite.run.device) if executor.in_process else f"the {executor.name} executor"

@@ -21,7 +21,8 @@ from msbench.cells import victim_key
 from msbench.compute import using
 from msbench.config import as_dict
 from msbench.data import ImageData
-from msbench.defenses import OutputDefense, VictimContext, load_cached_victim, save_victim
+from msbench.checkpoints import load_cached_victim, save_victim
+from msbench.defenses import OutputDefense, VictimContext
 from msbench.distortion import restart_randomness
 from msbench.fingerprint import fingerprint
 from msbench.oracle import check_probabilities
@@ -76,7 +77,7 @@ class VictimCache:
             module = defense.build(ctx) if base is None else defense.build(base, ctx)
         module.to(ws.device)
         path = ws.run_dir / "victims" / f"{key}.pt"
-        if (info := load_cached_victim(module, path)) is not None:  # None: absent, or corrupt (reported, set aside)
+        if (info := load_cached_victim(module, path, key)) is not None:  # None: absent, corrupt or misplaced (reported, set aside)
             module.to(ws.device)
         else:
             started = time.perf_counter()
@@ -91,7 +92,7 @@ class VictimCache:
             benign = accuracy(predict_labels(module, test.images, ws.device), test.labels)
             info = {"benign_acc": benign, "seconds": seconds, "device": training_device(ws.device), "chain": chain, "dataset": dataset, "arch": arch,
                     "seed": seed, "config": as_dict(defense.config), "tuned": tuned}
-            save_victim(module, path, info)
+            save_victim(module, path, info, key)
         if info.get("tuned"):
             defense.tune(module, info["tuned"]["value"])
         module.eval()

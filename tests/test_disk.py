@@ -238,3 +238,60 @@ def test_a_run_writes_checkpoints_and_records_that_verify(tmp_path, mnist_root, 
     assert str(victim) in caplog.text and str(record) in caplog.text
     assert victim.exists() and (out / "victims" / (victim.name + ".corrupt")).exists()
     assert (out / "records" / (record.name + ".corrupt")).exists() and leftovers(out) == []
+
+
+def test_a_valid_checkpoint_in_another_victims_place_is_set_aside(tmp_path, caplog):
+    torch.manual_seed(0)
+    save_victim(torch.nn.Linear(4, 3), tmp_path / "seed1.pt", {"seed": 1}, key="seed1key")
+    (tmp_path / "seed0.pt").write_bytes((tmp_path / "seed1.pt").read_bytes())  # a valid file, copied over another's
+    fresh = torch.nn.Linear(4, 3)
+    assert load_cached_victim(fresh, tmp_path / "seed1.pt", "seed1key") == {"seed": 1}  # in its own place: used
+    assert load_cached_victim(fresh, tmp_path / "seed0.pt", "seed0key") is None
+    assert (tmp_path / "seed0.pt.misplaced").exists() and not (tmp_path / "seed0.pt").exists()
+    assert "misplaced victim checkpoint" in caplog.text and "computed for victim key seed1key, not seed0key" in caplog.text
+
+
+def test_a_run_retrains_a_victim_whose_checkpoint_was_copied_from_another_seed(tmp_path, mnist_root, one_thread, caplog):
+    import shutil
+
+    root = mnist_root
+    suite = tiny_suite(tmp_path, matrix={"seeds": [0, 1], "label_modes": ["soft"]}, victim={"epochs": 1})
+    first = msbench.run_suite(suite, data_root=root, out=tmp_path / "run", report=False, echo=lambda _: None)
+    victims = sorted((tmp_path / "run" / "victims").glob("*.pt"))
+    assert len(victims) == 2
+    shutil.copyfile(victims[1], victims[0])
+    for record in (tmp_path / "run" / "records").glob("*.json"):  # edited to a count over the budget: not done
+        record.write_text(json.dumps({**json.loads(record.read_text()), "queries": 10**9}))
+    lines: list[str] = []
+    again = msbench.run_suite(suite, data_root=root, out=tmp_path / "run", report=False, echo=lines.append)
+    assert "0 of 2 cells done" in lines[0] and "outside [0, budget" in caplog.text
+    assert "misplaced victim checkpoint" in caplog.text
+    key = ["seed"]
+    assert list(first.sort_values(key).benign_acc) == list(again.sort_values(key).benign_acc)  # each seed its own victim
+
+
+CELL = {"dataset": "mnist", "arch": "smallcnn", "defense": "mad", "attack": "knockoff", "label_mode": "soft", "seed": 0,
+        "setting": None}
+VALID = {**CELL, "cell_id": "c0", "status": "ok", "error": "", "budget": 500, "queries": 500, "benign_acc": 98.0,
+         "clone_acc": 49.0, "relative_perf": 0.5, "fidelity": 50.0, "curve": [[250, 40.0], [500, 49.0]]}
+
+
+@pytest.mark.parametrize("edit, why", [
+    ({"queries": 10**9 + 500}, "'queries' is 1000000500, outside [0, budget 500]"),
+    ({"queries": -1}, "'queries' is -1, outside [0, budget 500]"),
+    ({"budget": 10**9, "queries": 10**9}, "'budget' is 1000000000, expected 500 (the attack's)"),
+    ({"seed": 1}, "'seed' is 1, expected 0 (the cell's)"),
+    ({"label_mode": "hard"}, "'label_mode' is 'hard', expected 'soft' (the cell's)"),
+    ({"relative_perf": 0.9}, "'relative_perf' is 0.9, expected clone_acc / benign_acc = 0.5"),
+    ({"curve": [[900, 40.0]]}, "'curve' point [900, 40.0] is outside [0, budget 500] x [0, 100]"),
+])
+def test_a_record_with_numbers_impossible_for_its_cell_is_refused(tmp_path, caplog, edit, why):
+    from msbench.results import RecordStore, record_problem
+
+    assert record_problem(VALID, "c0", CELL, 500) is None
+    assert record_problem({**VALID, **edit}, "c0", CELL, 500) == why
+    store = RecordStore(tmp_path)
+    store.dir.mkdir()
+    store.put({**VALID, **edit})
+    assert store.get("c0", CELL, 500) is None  # not done: its cell is computed again
+    assert (store.dir / "c0.json.corrupt").exists() and why in caplog.text

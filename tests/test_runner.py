@@ -7,7 +7,7 @@ import torch
 import pytest
 
 import msbench
-from msbench.defenses.base import read_checkpoint
+from msbench.checkpoints import read_checkpoint
 from msbench.defenses.vanilla import Vanilla
 from tests.conftest import synthetic_suite, tiny_suite
 

@@ -20,7 +20,8 @@ from msbench.attacks.dfme import DFME
 from msbench.attacks.knockoff_avg import KnockoffAveraged
 from msbench.attacks.recovery import Recovery
 from msbench.data import ImageData
-from msbench.defenses.base import Softmax, VictimContext, read_checkpoint
+from msbench.checkpoints import read_checkpoint
+from msbench.defenses.base import Softmax, VictimContext
 from msbench.models import build_model
 from msbench.oracle import Oracle
 from msbench.seeds import build_seeded, derive_seed

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from msbench.defenses.base import read_checkpoint
+from msbench.checkpoints import read_checkpoint
 from torch import nn
 
 import msbench

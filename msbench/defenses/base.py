@@ -13,10 +13,6 @@ trained once and serves ``ini``, ``ini+mad`` and ``ini+am``.
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -26,7 +22,6 @@ from torch import nn
 
 from msbench.config import choice_problem
 from msbench.data import DatasetSpec, ImageData
-from msbench.io import write_atomic
 from msbench.seeds import build_seeded, derive_seed
 from msbench.training import Augmentation, Recipe
 
@@ -182,71 +177,3 @@ class Softmax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(x), dim=1)
-
-
-VICTIM_MAGIC = b"msbench-victim sha256="
-
-
-class CorruptArtifact(ValueError):
-    """A cached victim that fails its checksum or cannot be loaded into its module."""
-
-
-def save_victim(victim: nn.Module, path: Path, info: dict[str, Any]) -> None:
-    """Write a victim's state and facts (benign accuracy...) atomically, behind a checksum line:
-    ``msbench-victim sha256=<hex> bytes=<n>``, then the ``torch.save`` payload it covers."""
-    buffer = io.BytesIO()
-    torch.save({"state": victim.state_dict(), "info": info}, buffer)
-    payload = buffer.getvalue()
-    header = VICTIM_MAGIC + f"{hashlib.sha256(payload).hexdigest()} bytes={len(payload)}\n".encode()
-    write_atomic(path, header + payload)
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's verified ``{"state", "info"}``; raises CorruptArtifact naming ``path``."""
-    return torch.load(io.BytesIO(_verified_payload(path)), map_location="cpu", weights_only=True)
-
-
-def _verified_payload(path: Path) -> bytes:
-    blob = Path(path).read_bytes()
-    header, _, payload = blob.partition(b"\n")
-    try:
-        digest, size = header[len(VICTIM_MAGIC):].decode().split(" bytes=")
-        size = int(size)
-    except ValueError:
-        digest, size = "", -1
-    if not header.startswith(VICTIM_MAGIC) or size < 0:
-        raise CorruptArtifact(f"{path}: not an msbench victim checkpoint (no checksum header)")
-    if len(payload) != size or hashlib.sha256(payload).hexdigest() != digest:
-        raise CorruptArtifact(f"{path}: checksum mismatch ({len(payload)} of {size} bytes; truncated or altered)")
-    return payload
-
-
-def load_victim(victim: nn.Module, path: Path) -> dict[str, Any]:
-    """Load a victim saved by ``save_victim`` into ``victim``; raises CorruptArtifact naming ``path``
-    when the file is truncated, altered, or does not fit the module."""
-    payload = _verified_payload(path)
-    try:
-        saved = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-        victim.load_state_dict(saved["state"])
-    except Exception as failure:  # a checkpoint of another structure
-        raise CorruptArtifact(f"{path}: does not load into this victim ({type(failure).__name__}: {failure})") from None
-    return saved["info"]
-
-
-def load_cached_victim(victim: nn.Module, path: Path) -> dict[str, Any] | None:
-    """The cached victim's facts, loaded into ``victim``; None when there is no usable checkpoint.
-    A corrupt one is reported (a warning naming it), moved aside as ``<name>.corrupt`` and so
-    trained again, never used."""
-    if not Path(path).exists():
-        return None
-    try:
-        return load_victim(victim, path)
-    except (CorruptArtifact, OSError) as failure:
-        aside = Path(path).with_name(Path(path).name + ".corrupt")
-        try:
-            os.replace(path, aside)
-        except OSError:
-            pass
-        logging.getLogger("msbench").warning("warning: corrupt victim checkpoint %s; moved to %s and trained again",
-                                             " ".join(str(failure).split()), aside.name)
-        return None
