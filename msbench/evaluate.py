@@ -18,6 +18,7 @@ from msbench.attacks import AttackContext
 from msbench.cells import Cell
 from msbench.compute import using
 from msbench.data import UnlabeledImages
+from msbench.detection.measure import watch as detection_watch
 from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
 from msbench.oracle import Oracle, QueryLedger
 from msbench.provenance import provenance
@@ -62,6 +63,7 @@ def _run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
     ledger = QueryLedger()  # the runner's own count: the attack holds only the oracle
     oracle = Oracle(victim, cell.label_mode, settings.config.budget, spec.num_classes, input_shape=spec.shape, ledger=ledger,
                     observe=meter.observe if meter is not None else None)
+    watched = detection_watch(victim, oracle)  # a detection defense serves accounts (None for the others)
     curve: list[tuple[int, float]] = []
 
     def report(queries: int, clone: nn.Module) -> None:
@@ -77,7 +79,10 @@ def _run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         with seeded(ctx.seed_for("run")):
-            clone = attack.run(oracle, ctx).eval()
+            clone = attack.run(oracle if watched is None else watched.relay, ctx).eval()
+        if watched is not None:  # the attacker keeps what was answered before its accounts were stopped
+            unstopped = accuracy(predict_labels(clone, splits.test.images, device), splits.test.labels)
+            clone = watched.kept_clone(clone, ctx, cell.label_mode)
         clone_labels = predict_labels(clone, splits.test.images, device)
         clone_acc = accuracy(clone_labels, splits.test.labels)
         stuck = learned_nothing(clone_acc, splits.test.labels)
@@ -93,6 +98,8 @@ def _run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
                   attack_seconds=time.perf_counter() - started, notes=json.dumps(ctx.notes) if ctx.notes else "",
                   curve=curve, msbench=__version__, torch=torch.__version__, device=str(device))
     record.update(provenance(device))
+    if watched is not None:
+        record.update(watched.facts(splits.test, cell.seed, device, chain[-1], unstopped))
     return record
 
 

@@ -6,3 +6,4 @@ from msbench.attacks import knockoff_avg  # noqa: F401
 from msbench.attacks import recovery  # noqa: F401
 from msbench.attacks import dfme  # noqa: F401
 from msbench.attacks import activethief  # noqa: F401
+from msbench.attacks import adaptive  # noqa: F401  (spread, interleave, blind: against detection defenses)
