@@ -1,21 +1,26 @@
 """Every bad input is one line ``msbench: <file>: <key>: <expectation>``, exit 2, nothing written or trained.
 
-Suite values, suite files, plugins and data files are checked through ``msbench.cli.main`` in this
-process (a subprocess per case would cost seconds each on a shared CPU); one case runs the real
-command to show that no traceback reaches the terminal.
+Suite values, suite files, plugins, data files and a run's tables (``msbench report``) are checked
+through ``msbench.cli.main`` in this process (a subprocess per case would cost seconds each on a
+shared CPU); one case runs the real command to show that no traceback reaches the terminal.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from msbench.cli import main
+from msbench.config import InputError
 from msbench.defenses.vanilla import Vanilla
+from msbench.report import load_results
 from tests.conftest import tiny_suite
+from tests.report_fixtures import full_run
 
 
 @pytest.fixture
@@ -218,6 +223,45 @@ def test_bad_idx_file_is_one_line_exit_2(tmp_path, capsys, mnist_root, no_traini
     suite = tiny_suite(tmp_path, datasets={"mnist": {"surrogate": "mine"}, "mine": {"format": "idx", "like": "mnist", "train": files}})
     code, err = run_cli(capsys, suite, "--data-root", str(data))
     assert_refused(code, err, expected, str(suite), run=tmp_path / "run")
+
+
+TIMING_ROW = {"defense": "vanilla", "arch": "smallcnn", "dataset": "mnist", "input": "test", "batch_size": 1, "repeats": 5,
+              "total_seconds": 0.01, "ms_per_query": 2.0, "slowdown": "", "cost_model": "M_f", "victim_trained": True}
+BAD_TABLES = [  # (file, row, column, value, what the line says)
+    ("results.csv", 1, "clone_acc", "ninety", "results.csv: clone_acc: row 2: expected a number, got 'ninety'"),
+    ("results.csv", 0, "seed", "1.5", "results.csv: seed: row 1: expected a whole number, got '1.5'"),
+    ("results.csv", 0, "budget", "lots", "results.csv: budget: row 1: expected a whole number, got 'lots'"),
+    ("curves.csv", 2, "queries", "many", "curves.csv: queries: row 3: expected a whole number, got 'many'"),
+    ("curves.csv", 0, "clone_acc", "9O.5", "curves.csv: clone_acc: row 1: expected a number, got '9O.5'"),
+    ("timing.csv", 0, "ms_per_query", "fast", "timing.csv: ms_per_query: row 1: expected a number, got 'fast'"),
+    ("results.csv", None, None, b"\x00\xff\xfe binary", "results.csv: not a CSV table msbench can read"),
+    ("curves.csv", None, None, b'dataset,seed\n"mnist,0\n', "curves.csv: not a CSV table msbench can read"),
+]
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    run = full_run(tmp_path / "run", datasets=("mnist",), defenses=["vanilla", "mad"], attacks=("knockoff",), modes=("soft",))
+    pd.DataFrame([TIMING_ROW]).to_csv(run / "timing.csv", index=False)
+    return run
+
+
+@pytest.mark.parametrize("table, row, column, value, expected", BAD_TABLES, ids=[f"{c[0]}-{c[2]}" for c in BAD_TABLES])
+def test_malformed_run_table_is_one_line_exit_2(tmp_path, capsys, table, row, column, value, expected):
+    """``msbench report`` (and ``load_results``) on a table edited by hand or cut short: the file, column,
+    row and expectation, not a traceback (``clone_acc = ninety`` used to end in 45 lines of pandas)."""
+    run = _run_dir(tmp_path)
+    assert main(["report", str(run), "--out", str(tmp_path / "ok"), "--format", "latex"]) == 0
+    capsys.readouterr()
+    if row is None:
+        (run / table).write_bytes(value)
+    else:
+        frame = pd.read_csv(run / table, dtype=str, keep_default_na=False)
+        frame.loc[row, column] = value
+        frame.to_csv(run / table, index=False)
+    code = main(["report", str(run), "--out", str(tmp_path / "report"), "--format", "html"])
+    assert_refused(code, capsys.readouterr().err, f"msbench: {run / table}", expected, run=tmp_path / "report")
+    with pytest.raises(InputError, match=re.escape(expected.split(": ", 1)[1])):
+        load_results(run, table.removesuffix(".csv"))
 
 
 def test_real_command_prints_one_line_without_traceback(tmp_path):

@@ -21,15 +21,18 @@ from msbench.registry import DEFENSES
 from msbench.report.labels import (VARIANT, attack_label, dataset_label, defense_label, in_order, is_reference, mode_label,
                                    order_defenses, plugin_class)
 from msbench.report.runs import KEY, PENDING, TIMING_COLUMNS, RunTables
+from msbench.report.table_check import DTYPES, check_numbers, read_table
 from msbench.report.headline import verdict_sentences
 from msbench.report.verdict import per_attack, worst_case
 from msbench.results import _TEXT, CURVE_COLUMNS, CURVE_DTYPES, RESULT_COLUMNS, RESULT_DTYPES, typed
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame | None:
+    """A run's table as written (None when absent); a number column holding text is an InputError."""
     if not path.exists():
         return None
-    frame = pd.read_csv(path, keep_default_na=True)
+    frame = read_table(path, keep_default_na=True)
+    check_numbers(frame, path, DTYPES[path.stem])
     for column in columns:  # tolerate tables written by older or newer versions
         if column not in frame.columns:
             frame[column] = pd.NA
@@ -230,7 +233,10 @@ def load_results(run_dir: str | Path | list, table: str = "results") -> pd.DataF
         raise FileNotFoundError(f"{path}: no such table (has the suite been run with --out {run_dir}?)")
     dtypes = {"results": RESULT_DTYPES, "curves": CURVE_DTYPES}.get(table)
     if dtypes is None:
-        return pd.read_csv(path)
-    frame = pd.read_csv(path, dtype={c: "object" for c, t in dtypes.items() if t == _TEXT}, keep_default_na=False,
-                        na_values={c: [""] for c, t in dtypes.items() if t != _TEXT})
+        frame = read_table(path)
+        check_numbers(frame, path, DTYPES.get(table, {}))
+        return frame
+    frame = read_table(path, dtype={c: "object" for c, t in dtypes.items() if t == _TEXT}, keep_default_na=False,
+                       na_values={c: [""] for c, t in dtypes.items() if t != _TEXT})
+    check_numbers(frame, path, dtypes)
     return typed(frame.reindex(columns=list(dtypes)), dtypes)
