@@ -248,16 +248,27 @@ def workspace(tmp_path_factory):
         yield Workspace(suite, tmp, tmp / "run", torch.device("cpu"))
 
 
-@pytest.mark.parametrize("defense, attack", [("seat", "knockoff-avg"), ("seat", "spread"), ("prada", "knockoff-avg")])
-def test_a_detection_cell_records_its_stop_and_the_clone_kept_there(workspace, defense, attack):
-    """Through the runner: the record counts every answered query, the attacker's accounts and the
-    accounts opened; when stopped, ``clone_acc`` is the clone trained on what came before the stop."""
+CELLS = [("seat", "knockoff-avg"), ("seat", "spread"), ("prada", "knockoff-avg"), ("vanilla", "knockoff-avg")]
+
+
+@pytest.fixture(scope="module")
+def records(workspace) -> dict[tuple[str, str], dict]:
+    """The cells of ``CELLS`` through the runner, as stored (JSON round trip)."""
     from msbench.cells import Cell, cell_key
     from msbench.evaluate import run_cell
+    out = {}
+    for defense, attack in CELLS:
+        cell = Cell("synth", "smallcnn", defense, attack, "soft", 0)
+        out[defense, attack] = json.loads(json.dumps(run_cell(workspace, cell, cell_key(workspace.suite, cell))))
+    return out
+
+
+@pytest.mark.parametrize("defense, attack", CELLS[:3])
+def test_a_detection_cell_records_its_stop_and_the_clone_kept_there(records, defense, attack):
+    """Through the runner: the record counts every answered query, the attacker's accounts and the
+    accounts opened; when stopped, ``clone_acc`` is the clone trained on what came before the stop."""
     from msbench.results import RECORD_SCHEMA, record_problem
-    cell = Cell("synth", "smallcnn", defense, attack, "soft", 0)
-    record = json.loads(json.dumps(run_cell(workspace, cell, cell_key(workspace.suite, cell))))  # as stored
-    print({k: record[k] for k in ("clone_acc", "clone_unstopped", "flag_queries", "stop_queries", "accounts_needed", "benign_fpr", "monitor_ms")})
+    record = records[defense, attack]
     assert record_problem(record, record["cell_id"]) is None and set(RECORD_SCHEMA["ok"]) <= set(record)
     assert record["queries"] == 300 and record["attacker_accounts"] == (2 if attack == "spread" else 1)
     assert record["benign_fpr"] == 0.0 and record["monitor_ms"] > 0
@@ -266,3 +277,27 @@ def test_a_detection_cell_records_its_stop_and_the_clone_kept_there(workspace, d
         assert record["accounts_needed"] > record["attacker_accounts"]
     if record["stop_queries"] == record["stop_queries"]:  # stopped: the kept clone is not the unstopped one
         assert record["clone_acc"] != record["clone_unstopped"] or record["stop_queries"] == 300
+
+
+def test_the_report_shows_stops_kept_clones_accounts_and_claims(records, tmp_path):
+    """The detection table, the worst case's accounts and the verdict sentences, from the run tables alone."""
+    from msbench.report.detection import detection_tables, summary
+    from msbench.report.headline import verdict_sentences
+    from msbench.report.load import load_runs
+    from msbench.report.verdict import worst_case
+    from msbench.results import write_tables
+    write_tables(tmp_path, list(records.values()))
+    tables = load_runs(tmp_path)
+    frame = summary(tables).set_index(["defense", "attack"])
+    seat = records["seat", "knockoff-avg"]
+    assert frame.loc[("seat", "knockoff-avg"), "stop_queries"] == seat["stop_queries"]
+    assert frame.loc[("seat", "knockoff-avg"), "kept"] == pytest.approx(seat["clone_acc"])
+    assert frame.loc[("seat", "knockoff-avg"), "reference_clone"] == pytest.approx(records["vanilla", "knockoff-avg"]["clone_acc"])
+    assert ("vanilla", "knockoff-avg") not in frame.index  # no detector, no detection row
+    table, = detection_tables(tables)
+    assert "3.8 to 16 times more accounts" in table.caption and "no false positives" in table.caption
+    worst = worst_case(tables).set_index("defense")
+    assert worst.loc["seat", "accounts_needed"] == records["seat", worst.loc["seat", "attack"]]["accounts_needed"]
+    assert worst.loc["vanilla", "accounts_needed"] != worst.loc["vanilla", "accounts_needed"]  # NaN: no accounts
+    sentences = [s for s in verdict_sentences(tables) if s.startswith("SEAT")]
+    assert len(sentences) == 1 and "Its paper claims" in sentences[0]

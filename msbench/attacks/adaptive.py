@@ -111,6 +111,7 @@ class Spread(Adaptive):
     """The wrapped attack's queries dealt round-robin over several accounts."""
 
     label = "Spread over accounts"
+    version = 1  # its cells' code identity (bump when a change alters results)
 
     @dataclass
     class Config:
@@ -148,6 +149,7 @@ class Interleave(Adaptive):
     """The wrapped attack's queries mixed with natural in-distribution images of the attacker's own."""
 
     label = "Interleaved benign"
+    version = 1  # its cells' code identity (bump when a change alters results)
 
     @dataclass
     class Config:
@@ -190,6 +192,7 @@ class Blind(Adaptive):
     """The wrapped attack's queries each sent under a random blinding transform."""
 
     label = "Query blinding"
+    version = 1  # its cells' code identity (bump when a change alters results)
 
     @dataclass
     class Config:

@@ -27,4 +27,6 @@ class DetectionDefense(OutputDefense):
     accounts on which its false-positive rate is measured (streams of test-split images)."""
 
     detects: ClassVar[bool] = True
+    # What the defense's paper claims, in one sentence: reports print it beside the measured numbers.
+    paper_claim: ClassVar[str] = ""
     cost_model = "M_f + monitor"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from msbench.report.detection import detection_sentences
 from msbench.report.informative import uninformative_settings
 from msbench.report.labels import attack_label, dataset_label, defense_label, in_order, is_reference, mode_label
 from msbench.report.runs import RunTables
@@ -97,4 +98,4 @@ def verdict_sentences(tables: RunTables) -> list[str]:
             budget = f", {int(key[2]):,} queries" if split else ""
             lead = f"{where}, {MODE_WORDS.get(mode, mode_label(mode))}{budget}"
             sentences.append(group_sentence(group.assign(label_mode_filter=mode), lead, flags, tables.uninformative_below))
-    return sentences
+    return sentences + detection_sentences(tables)

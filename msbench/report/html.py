@@ -179,7 +179,9 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
                      ("Inference time", "Paper Table 4 (from timing.csv).", sections["timing"]),
                      ("Training cost", "Paper Table B.1: victim training time relative to Vanilla on the same device.",
                       sections["cost"]),
-                     ("Further defenses", "Paper Table 5 style: defenses beyond the paper's, e.g. InI ablations.", sections["others"])],
+                     ("Further defenses", "Paper Table 5 style: defenses beyond the paper's, e.g. InI ablations.", sections["others"]),
+                     ("Detection defenses", "Per-account detectors: queries to detection, the clone kept there, accounts "
+                      "needed and benign false positives, beside what their papers claim.", sections["detection"])],
         "figures": [{**f, "data": base64.b64encode(f["png"]).decode("ascii")} for f in figures],
         "skipped": skipped,
         "figure_note": (f"Error bars and bands: 95% confidence intervals of the mean over seeds (Student t), where there "

@@ -10,6 +10,7 @@ from msbench.report.cell import (COLLAPSED_MARK, UNINFORMATIVE_MARK, Cell, Table
                                  cost_model_latex, finite, fmt_budget, fmt_clone, fmt_seconds, mark_collapsed,
                                  mark_uninformative, points, slug, with_n)
 from msbench.report.context import Context, label_only_note, lookup, seed_counts, seeds_note
+from msbench.report.detection import detection_tables
 from msbench.report.informative import is_uninformative, uninformative_settings
 from msbench.report.latex import escape
 from msbench.report.labels import (attack_label, dataset_label, defense_label, in_order, is_ablation_reference,
@@ -229,7 +230,8 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
             if r.standing == verdict.COLLAPSED:
                 mark_collapsed(benign)
             attack = Cell.empty() if r.settings_finished == 0 else Cell.label(
-                f"{attack_label(r.attack)} {mode_label(r.label_mode)}" + (f" {UNINFORMATIVE_MARK}" if r.uninformative else ""))
+                f"{attack_label(r.attack)} {mode_label(r.label_mode)}" + (f" {UNINFORMATIVE_MARK}" if r.uninformative else "")
+                + (f", {r.accounts_needed:g} accounts" if finite(r.accounts_needed) else ""))  # a detection defense's cost
             n = Cell(str(r.n), str(r.n), float(r.n)) if r.n else Cell.empty()
             settings = Cell(f"{r.settings_finished}/{r.settings_total}", f"{r.settings_finished}/{r.settings_total}",
                             float(r.settings_finished))
@@ -291,4 +293,5 @@ def all_tables(tables: RunTables) -> dict[str, list[Table]]:
     ctx, clone = Context(tables), CloneColumns(tables)  # one summary and one set of per-seed values for both
     return {"worst": worst_case_tables(tables, ctx), "benign": benign_tables(tables, ctx),
             "attacks": attack_tables(tables, ctx, clone), "timing": timing_tables(tables),
-            "cost": training_cost_tables(tables), "others": other_defense_tables(tables, ctx, clone)}
+            "cost": training_cost_tables(tables), "others": other_defense_tables(tables, ctx, clone),
+            "detection": detection_tables(tables)}

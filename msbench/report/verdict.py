@@ -16,6 +16,7 @@ from __future__ import annotations
 import pandas as pd
 
 from msbench.report import significance
+from msbench.report.detection import KEYS, accounts_for
 from msbench.report.informative import is_uninformative, uninformative_settings
 from msbench.report.labels import in_order, is_pool_attack, order_attacks, order_defenses, reference_of
 from msbench.report.runs import RunTables
@@ -26,7 +27,7 @@ COLUMNS = ["dataset", "arch", "budget", "rank", "tied", "indicative", "best", "s
            "benign_ci", "benign_drop", "clone_mean", "clone_ci", "ci_low", "ci_high", "n", "n_differs", "rel_mean",
            "rel_ci", "attack", "label_mode", "uninformative", "queries", "vs_reference", "vs_reference_low",
            "vs_reference_high", "vs_reference_p", "vs_reference_test", "separable", "settings_finished",
-           "settings_total", "complete", "label_only_bound"]
+           "settings_total", "complete", "label_only_bound", "accounts_needed"]
 """``standing``: ranked | reference | collapsed (benign accuracy more than the tolerance below Vanilla's)
 | unchecked (no Vanilla, or no benign accuracy, to compare with). ``rank``: 1 + the ranked defenses
 whose worst case is significantly lower (``tied``: shared; ``indicative``: some comparison had no
@@ -37,7 +38,8 @@ group's rows have different numbers of seeds. ``uninformative``: the worst attac
 too little from Vanilla to judge defenses. ``vs_reference*``: worst case minus Vanilla's, its
 interval, p value and test; ``separable``: significant at 5%. ``complete``: every attack setting
 of the group finished, so the worst case cannot rise with cells still pending or failed.
-``label_only_bound``: the worst attack is a pool attack's hard-label mode."""
+``label_only_bound``: the worst attack is a pool attack's hard-label mode. ``accounts_needed``: for a detection
+defense, the accounts the worst attacker's whole budget took (its clone is the one kept at its stop); NaN otherwise."""
 
 
 def budget_split(summary: pd.DataFrame) -> bool:
@@ -146,6 +148,8 @@ def worst_case(tables: RunTables, label_mode: str | None = None) -> pd.DataFrame
         out.append(_judge(rows, samples, present))
     frame = pd.concat(out, ignore_index=True)
     frame["rank"] = pd.to_numeric(frame["rank"], errors="coerce").astype("Int64")
+    accounts = accounts_for(results)
+    frame["accounts_needed"] = [accounts.get(k, float("nan")) for k in zip(*(frame[c] for c in KEYS))]
     return frame[COLUMNS]
 
 
