@@ -19,6 +19,7 @@ from msbench.cells import Cell
 from msbench.compute import using
 from msbench.data import UnlabeledImages
 from msbench.detection.measure import watch as detection_watch
+from msbench.isolation import isolated
 from msbench.distortion import DistortionMeter, mean_distortion, restart_randomness
 from msbench.oracle import Oracle, QueryLedger
 from msbench.provenance import provenance
@@ -31,8 +32,9 @@ from msbench.workspace import Workspace
 
 def run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
     """Attack one cell's victim and return its record (raises what the victim, attack or evaluation
-    raised), every training step at the run's precision and layout (``msbench.compute``)."""
-    with using(ws.compute):
+    raised), every training step at the run's precision and layout (``msbench.compute``), starting
+    from the workspace's torch state and checked to leave it so (``msbench.isolation``)."""
+    with isolated(ws.torch_state, f"cell {cell.label()}"), using(ws.compute):  # no torch state leaks in or out
         return _run_cell(ws, cell, cell_id)
 
 
@@ -55,11 +57,13 @@ def _run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
     spec = suite.spec(cell.dataset)
     settings = suite.attacks[cell.attack]
     attack = ATTACKS.get(cell.attack)(settings.config)
+    restart_randomness(victim)  # a randomised defense answers from its seed, whatever was asked before (other cells, matching)
     victim_labels = predict_labels(victim, splits.test.images, device)
     undefended = victims.get(cell.dataset, cell.arch, chain[:1], cell.seed)[0] if len(chain) > 1 else None
     meter = DistortionMeter(undefended) if undefended is not None else None
+    restart_randomness(victim)  # each measurement from the seed: the fidelity's labels, the distortion, the attack
     distortion_test = mean_distortion(victim, undefended, splits.test.images, device) if undefended is not None else float("nan")
-    restart_randomness(victim)  # a randomised defense answers the attack from its seed, whatever was asked before
+    restart_randomness(victim)
     ledger = QueryLedger()  # the runner's own count: the attack holds only the oracle
     oracle = Oracle(victim, cell.label_mode, settings.config.budget, spec.num_classes, input_shape=spec.shape, ledger=ledger,
                     observe=meter.observe if meter is not None else None)
@@ -88,7 +92,8 @@ def _run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:
         stuck = learned_nothing(clone_acc, splits.test.labels)
         if stuck:
             ctx.notes["learned_nothing"] = stuck
-    finally:  # also when the attack failed: a damaged victim must not serve later cells
+    finally:  # also when the attack failed: a kept oracle answers no more, a damaged victim serves no later cell
+        oracle.close()
         victims.check(cell.dataset, cell.arch, chain, cell.seed)
     record.update(budget=settings.config.budget, queries=ledger.queries, benign_acc=info["benign_acc"], clone_acc=clone_acc,
                   relative_perf=clone_acc / info["benign_acc"] if info["benign_acc"] else float("nan"),

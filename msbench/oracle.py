@@ -28,6 +28,11 @@ class BudgetExceeded(RuntimeError):
     """Raised when a query batch would take the attacker past its budget; nothing is answered."""
 
 
+class OracleClosed(RuntimeError):
+    """A query to the oracle of a cell that has finished: an oracle answers only while its own cell
+    runs, so an oracle an attack kept (in a module global, say) cannot answer, or be charged, later."""
+
+
 class InvalidQuery(ValueError):
     """The attack sent something that is not a batch of float images of the victim's input shape;
     the fault is the attack's, and nothing was counted or answered."""
@@ -81,8 +86,8 @@ class Oracle:
     ``input_shape`` (C, H, W), when given, is the only image shape accepted.
     """
 
-    __slots__ = ("_call", "_facts")
-    _SEALED = frozenset({"_call", "_facts"})
+    __slots__ = ("_call", "_facts", "_close")
+    _SEALED = frozenset({"_call", "_facts", "_close"})
 
     def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], label_mode: LabelMode, budget: int, num_classes: int,
                  input_shape: tuple[int, int, int] | None = None, ledger: QueryLedger | None = None,
@@ -94,9 +99,12 @@ class Oracle:
         ledger = ledger if ledger is not None else QueryLedger()
         shape = tuple(input_shape) if input_shape is not None else None
         facts = {"label_mode": label_mode, "budget": int(budget), "num_classes": num_classes, "input_shape": shape}
+        state = {"open": True}
 
         @torch.no_grad()
         def call(x: torch.Tensor) -> torch.Tensor:
+            if not state["open"]:
+                raise OracleClosed("this oracle's cell has finished; an oracle answers only while its own cell runs")
             check_query(x, shape)
             remaining = facts["budget"] - ledger.queries
             if len(x) > remaining:
@@ -115,6 +123,7 @@ class Oracle:
 
         object.__setattr__(self, "_call", call)
         object.__setattr__(self, "_facts", lambda: (ledger.queries, dict(facts)))
+        object.__setattr__(self, "_close", lambda: state.update(open=False))
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self._SEALED or isinstance(getattr(type(self), name, None), property):
@@ -150,6 +159,11 @@ class Oracle:
     @property
     def input_shape(self) -> tuple[int, int, int] | None:
         return self._facts()[1]["input_shape"]
+
+    def close(self) -> None:
+        """Stop answering for good (the runner calls it when the cell's attack returns or fails);
+        later queries raise ``OracleClosed`` and are not counted."""
+        self._close()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Answer a batch of float images in [0, 1] (values outside are clamped); every image

@@ -18,6 +18,7 @@ from msbench.config import SuiteError
 from msbench.compute import Compute
 from msbench.data import ImageData, load_split
 from msbench.defenses import VictimContext
+from msbench.isolation import TorchState, snapshot
 from msbench.models import build_model
 from msbench.registry import DEFENSES
 from msbench.suite_checks import device_problem
@@ -68,9 +69,11 @@ class Workspace:
     run_dir: Path
     device: torch.device
     victims: VictimCache = field(init=False, repr=False)
+    torch_state: TorchState = field(init=False, repr=False)  # what every cell starts from (``msbench.isolation``)
 
     def __post_init__(self) -> None:
         self.victims = VictimCache(self)
+        self.torch_state = snapshot()
 
     @property
     def compute(self) -> Compute:

@@ -131,3 +131,66 @@ def test_hostile_attacks_are_contained(tmp_path, mnist_root, one_thread, hostile
     # a malformed query fails the cell and is blamed on the query, not the defense
     malformed = frame.loc[("forge-count", "hard")]
     assert malformed.status == "failed" and malformed.error.startswith("InvalidQuery") and "uint8" in malformed.error
+
+
+KEPT: dict[str, Oracle] = {}
+
+
+@hostile("leak-state")
+def leak_state_run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
+    """Soft cell: leaves float64 as the default dtype, gradients off, one thread; hard cell: reads what it starts from."""
+    if oracle.label_mode == "hard":
+        SEEN["hard starts with"] = (torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads())
+        return honest_clone(oracle, ctx, 10)
+    clone = honest_clone(oracle, ctx, 10)
+    torch.set_default_dtype(torch.float64)
+    torch.set_grad_enabled(False)
+    torch.set_num_threads(torch.get_num_threads() + 1)
+    return clone
+
+
+@hostile("keep-oracle")
+def keep_oracle_run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
+    """Soft cell: keeps its oracle in a module global; hard cell: asks the kept soft oracle instead of its own."""
+    if oracle.label_mode == "soft":
+        KEPT["soft"] = oracle
+        return honest_clone(oracle, ctx, 10)
+    return honest_clone(KEPT["soft"], ctx, 10)
+
+
+@hostile("patch-forward")
+def patch_forward_run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
+    """Soft cell: replaces the victim's forward on the instance (weights untouched); hard cell: answers again."""
+    probe = ctx.seed_data().floats(slice(0, PROBE))
+    SEEN[f"patched answers {oracle.label_mode}"] = oracle(probe)
+    clone = honest_clone(oracle, ctx, 10)
+    if oracle.label_mode == "soft":
+        victim = victim_in(oracle)
+        victim.forward = lambda x: torch.full((len(x), 10), 0.1)
+    return clone
+
+
+def test_cells_are_isolated_from_each_other(tmp_path, mnist_root, one_thread, hostile_attacks):
+    SEEN.clear(), KEPT.clear()
+    suite = tiny_suite(tmp_path, matrix={"attacks": ["leak-state", "keep-oracle", "patch-forward"]},
+                       run={"train_subset": 200, "test_subset": 100}, victim={"epochs": 1}, attacks=None)
+    frame = msbench.run_suite(suite, data_root=mnist_root, out=tmp_path / "run", report=False).set_index(["attack", "label_mode"])
+
+    # a cell that leaves torch's global state changed fails; the next starts from the run's state
+    leaked = frame.loc[("leak-state", "soft")]
+    assert leaked.status == "failed" and leaked.error.startswith("StateLeak")
+    assert "default_dtype torch.float32 -> torch.float64" in leaked.error and "grad_enabled True -> False" in leaked.error
+    assert SEEN["hard starts with"] == (torch.float32, True, 1) and frame.loc[("leak-state", "hard"), "status"] == "ok"
+    assert torch.get_default_dtype() == torch.float32 and torch.is_grad_enabled()
+
+    # an oracle kept past its cell answers no more, and its cell's count stays as it was
+    assert frame.loc[("keep-oracle", "soft"), "status"] == "ok" and frame.loc[("keep-oracle", "soft"), "queries"] == 10
+    stale = frame.loc[("keep-oracle", "hard")]
+    assert stale.status == "failed" and stale.error.startswith("OracleClosed")
+    assert KEPT["soft"].queries == 10
+
+    # a forward replaced on the victim's instance voids the cell; the next cell queries the victim as trained
+    patched = frame.loc[("patch-forward", "soft")]
+    assert patched.status == "failed" and patched.error.startswith("VictimTampered")
+    soft, hard = SEEN["patched answers soft"], SEEN["patched answers hard"]
+    assert torch.equal(hard, torch.nn.functional.one_hot(soft.argmax(dim=1), 10).to(hard.dtype))
