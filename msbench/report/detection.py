@@ -10,6 +10,8 @@ plugin's ``paper_claim``) and the same attack's clone against the undetected ref
 """
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from msbench.defenses.detection import DetectionDefense
@@ -21,9 +23,9 @@ from msbench.report.runs import RunTables
 from msbench.report.stats import finite
 
 KEYS = ["dataset", "arch", "defense", "attack", "label_mode"]
-COLUMNS = KEYS + ["n", "stopped", "flag_queries", "stop_queries", "kept", "unstopped", "reference_clone", "own_accounts",
+COLUMNS = KEYS + ["wraps", "n", "stopped", "flag_queries", "stop_queries", "kept", "unstopped", "reference_clone", "own_accounts",
                   "accounts_needed", "budget", "benign_fpr", "benign_users", "benign_queries", "monitor_ms"]
-"""``stopped``: seeds in which the attacker's own accounts were all stopped; ``flag_queries`` and
+"""``wraps``: the battery attack an adaptive attack wraps (its record's notes), else ""; ``stopped``: seeds in which the attacker's own accounts were all stopped; ``flag_queries`` and
 ``stop_queries``: mean answered queries at the first stop and at the attacker's last, over the seeds
 where it happened; ``kept``: mean clone accuracy the attacker kept (its stop, or the end);
 ``unstopped``: the attack's clone over the whole budget; ``reference_clone``: the same attack's clone
@@ -60,7 +62,7 @@ def summary(tables: RunTables) -> pd.DataFrame:
         dataset, arch, defense, attack, mode = key
         reference = ok[(ok["dataset"] == dataset) & (ok["arch"] == arch) & (ok["defense"] == reference_of(defense, present))
                        & (ok["attack"] == attack) & (ok["label_mode"] == mode)]
-        rows.append(dict(zip(KEYS, key), n=len(group), stopped=int(group["stop_queries"].notna().sum()),
+        rows.append(dict(zip(KEYS, key), wraps=_wrapped(group["notes"]), n=len(group), stopped=int(group["stop_queries"].notna().sum()),
                          flag_queries=group["flag_queries"].mean(), stop_queries=group["stop_queries"].mean(),
                          kept=group["clone_acc"].mean(), unstopped=group["clone_unstopped"].mean(),
                          reference_clone=reference["clone_acc"].mean() if not reference.empty else float("nan"),
@@ -72,6 +74,25 @@ def summary(tables: RunTables) -> pd.DataFrame:
     order = order_attacks(frame["attack"])
     return frame.assign(_a=[order.index(a) for a in frame["attack"]]).sort_values(
         ["dataset", "arch", "defense", "_a", "label_mode"], kind="stable").drop(columns="_a")
+
+
+def _wrapped(notes: pd.Series) -> str:
+    for text in notes:
+        try:
+            wraps = json.loads(text).get("wraps", "") if isinstance(text, str) and text else ""
+        except (ValueError, AttributeError):  # notes that are not a JSON object name no wrapped attack
+            continue
+        if wraps:
+            return str(wraps)
+    return ""
+
+
+def accounts(count: float) -> str:
+    return f"{count:g} account" + ("" if count == 1 else "s")
+
+
+def _attack(attack: str, wraps: str, mode: str) -> str:
+    return f"{attack_label(attack)}{f' ({attack_label(wraps)})' if wraps else ''} {mode_label(mode)}"
 
 
 def accounts_for(results: pd.DataFrame) -> dict[tuple, float]:
@@ -107,7 +128,7 @@ def detection_tables(tables: RunTables) -> list[Table]:
                                        & (tables.results["arch"] == arch) & (tables.results["defense"] == r.defense)
                                        & (tables.results["attack"] == r.attack) & (tables.results["label_mode"] == r.label_mode)
                                        ]["flag_queries"].notna().sum())
-            rows.append([Cell.label(defense_label(r.defense)), Cell.label(f"{attack_label(r.attack)} {mode_label(r.label_mode)}"),
+            rows.append([Cell.label(defense_label(r.defense)), Cell.label(_attack(r.attack, r.wraps, r.label_mode)),
                          _stop(r.flag_queries, flags, r.n), _stop(r.stop_queries, r.stopped, r.n),
                          _number(r.kept, 1), _number(r.unstopped, 1), _number(r.reference_clone, 1),
                          Cell(f"{r.accounts_needed:g} ({r.own_accounts:g})", f"{r.accounts_needed:g} ({r.own_accounts:g})",
@@ -141,14 +162,16 @@ def detection_sentences(tables: RunTables) -> list[str]:
     for (dataset, arch, defense), group in frame.groupby(["dataset", "arch", "defense"], sort=False):
         worst = group.loc[group["kept"].idxmax()]
         stopped = group[group["stopped"] > 0]
-        first = (f", the first after {stopped['stop_queries'].min():,.0f} to {stopped['stop_queries'].max():,.0f} queries"
+        first = (f" (after {stopped['stop_queries'].min():,.0f} to {stopped['stop_queries'].max():,.0f} queries)"
                  if not stopped.empty else "")
         versus = (f" (against the undetected reference: {worst['reference_clone']:.1f}%)" if finite(worst["reference_clone"]) else "")
+        fate = ("is never stopped and" if worst["stopped"] == 0 else
+                f"is stopped after {worst['stop_queries']:,.0f} queries with {accounts(worst['own_accounts'])} and")
         claim = paper_claim(defense)
         sentences.append(
             f"{defense_label(defense)} on {dataset_label(dataset)} ({arch}): stops the attacker in {len(stopped)} of "
-            f"{len(group)} attack settings{first}; the strongest, {attack_label(worst['attack'])} "
-            f"{mode_label(worst['label_mode'])}, keeps a {worst['kept']:.1f}% clone{versus} and took "
-            f"{worst['accounts_needed']:g} account(s) for its {worst['budget']:,.0f} queries; benign accounts stopped: "
-            f"{group['benign_fpr'].max():.0f}%" + (f". Its paper claims {claim}." if claim else "."))
+            f"{len(group)} attack settings{first}; the strongest attacker, {_attack(worst['attack'], worst['wraps'], worst['label_mode'])}, "
+            f"{fate} keeps a {worst['kept']:.1f}% clone{versus}; its {worst['budget']:,.0f} queries took "
+            f"{accounts(worst['accounts_needed'])}; benign accounts stopped: {group['benign_fpr'].max():.0f}%"
+            + (f". Its paper claims {claim}." if claim else "."))
     return sentences

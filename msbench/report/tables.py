@@ -10,7 +10,7 @@ from msbench.report.cell import (COLLAPSED_MARK, UNINFORMATIVE_MARK, Cell, Table
                                  cost_model_latex, finite, fmt_budget, fmt_clone, fmt_seconds, mark_collapsed,
                                  mark_uninformative, points, slug, with_n)
 from msbench.report.context import Context, label_only_note, lookup, seed_counts, seeds_note
-from msbench.report.detection import detection_tables
+from msbench.report.detection import accounts, detection_tables
 from msbench.report.informative import is_uninformative, uninformative_settings
 from msbench.report.latex import escape
 from msbench.report.labels import (attack_label, dataset_label, defense_label, in_order, is_ablation_reference,
@@ -231,7 +231,7 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
                 mark_collapsed(benign)
             attack = Cell.empty() if r.settings_finished == 0 else Cell.label(
                 f"{attack_label(r.attack)} {mode_label(r.label_mode)}" + (f" {UNINFORMATIVE_MARK}" if r.uninformative else "")
-                + (f", {r.accounts_needed:g} accounts" if finite(r.accounts_needed) else ""))  # a detection defense's cost
+                + (f", {accounts(r.accounts_needed)}" if finite(r.accounts_needed) else ""))  # a detection defense's cost
             n = Cell(str(r.n), str(r.n), float(r.n)) if r.n else Cell.empty()
             settings = Cell(f"{r.settings_finished}/{r.settings_total}", f"{r.settings_finished}/{r.settings_total}",
                             float(r.settings_finished))
