@@ -1,5 +1,3 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -94,23 +92,26 @@ def test_toml_syntax_error_is_one_line(tmp_path):
     ('defenses = ["inl"]', "matrix.defenses[0]"),
     ('defenses = "vanilla"', "matrix.defenses"),
 ])
-def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path, broken, key):
+def test_cli_exits_2_with_one_line_and_no_traceback(tmp_path, capsys, broken, key):
+    from msbench.cli import main
+
     path = tmp_path / "broken.toml"
     path.write_text(f'[matrix]\ndatasets = ["mnist"]\narchs = ["smallcnn"]\n{broken}\nattacks = ["knockoff"]\n')
-    result = subprocess.run([sys.executable, "-m", "msbench.cli", "run", str(path), "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(path) in lines[0] and key in lines[0], result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+    assert main(["run", str(path), "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and key in lines[0], lines
+    assert not (tmp_path / "run").exists()
 
 
-def test_cli_missing_data_exits_2(tmp_path):
+def test_cli_missing_data_exits_2(tmp_path, capsys, monkeypatch):
+    from msbench.cli import main
+
+    monkeypatch.setenv("MSBENCH_DOWNLOAD", "0")
     path = Path(__file__).resolve().parents[1] / "suites" / "smoke.toml"
-    result = subprocess.run([sys.executable, "-m", "msbench.cli", "run", str(path), "--data-root", str(tmp_path / "nothing"),
-                             "--out", str(tmp_path / "run")], capture_output=True, text=True, env={**__import__("os").environ, "MSBENCH_DOWNLOAD": "0"})
-    assert result.returncode == 2 and "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert "smoke.toml: data: 2 datasets missing under" in result.stderr and "matrix.datasets (mnist)" in result.stderr
+    assert main(["run", str(path), "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1
+    assert "smoke.toml: data: 2 datasets missing under" in error and "matrix.datasets (mnist)" in error
     assert not (tmp_path / "nothing").exists()  # a mistyped --data-root is not created
 
 
