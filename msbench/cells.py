@@ -29,7 +29,7 @@ from msbench.code_identity import CELL_STAGE, VICTIM_STAGE, code_identity, stage
 from msbench.compute import Compute
 from msbench.config import as_dict
 from msbench.defenses import OutputDefense
-from msbench.registry import ATTACKS, DEFENSES
+from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES
 from msbench.suite_schema import Suite
 from msbench.sweep import sweep_options
 
@@ -108,7 +108,16 @@ def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: in
         links.append(link)
     compute = Compute(suite.run.precision, suite.run.channels_last).non_default()  # {} for fp32, channels-first: keys unchanged
     return digest({"v": RESULT_VERSION, "data": data_identity(suite, dataset), "arch": arch, "seed": seed, "chain": links,
-                   "framework": stage_identity(VICTIM_STAGE), **({"compute": compute} if compute else {})})
+                   "framework": stage_identity(VICTIM_STAGE, registered_modules(suite, dataset, arch)),
+                   **({"compute": compute} if compute else {})})
+
+
+def registered_modules(suite: Suite, dataset: str, arch: str) -> list[str]:
+    """The modules defining the architecture and the datasets a victim reads, as registered (a plugin's
+    architecture or dataset is no import of any stage, so its closure is added here)."""
+    names = [dataset, *(suite.role(dataset, role) for role in ("ood", "hash", "surrogate"))]
+    loaders = [DATASETS.get(name).load for name in dict.fromkeys(names) if name and name in DATASETS.names()]
+    return sorted({getattr(thing, "__module__", None) or "" for thing in [ARCHITECTURES.get(arch), *loaders]} - {""})
 
 
 def cell_key(suite: Suite, cell: Cell) -> str:

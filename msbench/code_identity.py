@@ -39,17 +39,19 @@ def locate(name: str) -> Path | None:
     return Path(file) if file and file.endswith(".py") else None
 
 
-def _defining_module(package: str, name: str) -> str:
+def _defining_modules(package: str, name: str) -> set[str]:
     """The module that defines ``name`` as ``from package import name`` finds it (a submodule, a class,
-    a function), else ``package`` itself (a constant defined there)."""
+    a function), else ``package`` itself (a constant defined there). Where ``package`` cannot be
+    imported now (a plugin's helper, off ``sys.path``), both candidates: ``package`` and the
+    submodule ``package.name``, whichever exists."""
     try:
         value = getattr(importlib.import_module(package), name)
     except (ImportError, AttributeError):
-        return f"{package}.{name}"
+        return {package, f"{package}.{name}"}
     if inspect.ismodule(value):
-        return value.__name__
+        return {value.__name__}
     defined = getattr(value, "__module__", None) if (inspect.isclass(value) or inspect.isfunction(value)) else None
-    return defined if isinstance(defined, str) else package
+    return {defined if isinstance(defined, str) else package}
 
 
 def imported_modules(name: str, source: str, is_package: bool = False) -> set[str]:
@@ -64,19 +66,38 @@ def imported_modules(name: str, source: str, is_package: bool = False) -> set[st
             if node.level:  # relative: from the importing module's package
                 parts = package.split(".")
                 base = ".".join(parts[:len(parts) - (node.level - 1)] + ([base] if base else []))
-            found.update(_defining_module(base, alias.name) for alias in node.names if alias.name != "*")
+            for alias in node.names:
+                found.update({base} if alias.name == "*" else _defining_modules(base, alias.name))
     return found
 
 
 @functools.lru_cache(maxsize=1024)
-def _file_imports(name: str, path: Path, stamp: tuple[int, int]) -> frozenset[str]:
+def _file_imports(name: str, path: Path, stamp: tuple[int, int] | int) -> frozenset[str]:
     """``imported_modules`` of one file, parsed once per version of it (``stamp``: mtime and size)."""
     return frozenset(imported_modules(name, path.read_text(), path.name == "__init__.py"))
 
 
 @functools.lru_cache(maxsize=1024)
-def _file_bytes(path: Path, stamp: tuple[int, int]) -> bytes:
-    return path.read_bytes()
+def _file_code(path: Path, stamp: tuple[int, int] | int) -> bytes:
+    """A source file's code: its syntax tree without docstrings (comments are not in it), so editing a
+    comment or a docstring recomputes nothing. ``stamp``: the version of the file (see ``_version``)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            body[0] = ast.Pass()
+    return ast.dump(tree).encode()
+
+
+def _version(name: str, path: Path) -> tuple[int, int] | int:
+    """Which version of a file a key hashes: for a module this process imported from it, the version it
+    imported (read once and remembered, so an edit during a run does not re-key what the old code
+    computes), else the file as it is now (mtime and size)."""
+    module = sys.modules.get(name)
+    if module is not None and getattr(module, "__file__", None) and Path(module.__file__) == path:
+        return id(module)
+    return _stamp(path)
 
 
 def _stamp(path: Path) -> tuple[int, int]:
@@ -85,32 +106,44 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 
 def closure(roots: Iterable[str], find: Locate = locate) -> dict[str, Path]:
-    """Every module reachable from ``roots`` by imports that is msbench's own or a sibling file of a
-    root, with its source file."""
+    """Every module reachable from ``roots`` by imports that is msbench's own (``msbench`` itself, the API
+    facade, excepted: each name is followed to the module defining it) or a file under a root's
+    folder, with its source file."""
     roots = list(roots)
-    folders = {path.parent for root in roots if (path := find(root)) is not None and not root.startswith("msbench")}
+    folders = {path.parent for root in roots if not root.startswith("msbench") and (path := find(root)) is not None}
     seen: dict[str, Path] = {}
     stack = list(roots)
     while stack:
         name = stack.pop()
-        if name in seen:
+        if name in seen or name == "msbench":  # the package's facade re-exports the API: a name is followed to its module
             continue
         try:
             path = find(name)
-        except ImportError:
-            continue
-        if path is None or not (name == "msbench" or name.startswith("msbench.") or name in roots or path.parent in folders):
+        except ImportError:  # not importable now: a plugin's own helper, found in its folder (the suite's, off sys.path now)
+            path = next((f for folder in folders if (f := _in_folder(folder, name)) is not None), None)
+        ours = path is not None and (name.startswith("msbench.") or name in roots
+                                     or any(path.is_relative_to(folder) for folder in folders))
+        if not ours:
             continue
         seen[name] = path
         stack.extend(_file_imports(name, path, _stamp(path)) - seen.keys())
     return seen
 
 
+def _in_folder(folder: Path, name: str) -> Path | None:
+    """A module's file under ``folder`` (``helpers.util`` -> ``helpers/util.py`` or its package), if there."""
+    base = folder.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
 def source_digest(roots: Iterable[str], find: Locate = locate) -> str:
     """A short hash of the closure's sources, each under its module name (so moving a file counts)."""
     hasher = hashlib.sha256()
     for name, path in sorted(closure(roots, find).items()):
-        hasher.update(name.encode() + b"\0" + _file_bytes(path, _stamp(path)) + b"\0")
+        hasher.update(name.encode() + b"\0" + _file_code(path, _version(name, path)) + b"\0")
     return hasher.hexdigest()[:16]
 
 

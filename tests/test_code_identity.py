@@ -38,13 +38,21 @@ def identities(find) -> dict[str, str]:
             **{f"attack {name}": code_identity(ATTACKS.get(name), find) for name in ("knockoff", "jbda")}}
 
 
-def moved_by(copy, relative: str) -> set[str]:
+def moved_by(copy, relative: str, edit: str = "\nEDITED = 1\n") -> set[str]:
     root, find = copy
     before = identities(find)
     with open(root / relative, "a") as source:
-        source.write("\n# an edit\n")
+        source.write(edit)
     after = identities(find)
     return {name for name in before if before[name] != after[name]}
+
+
+def test_comments_and_docstrings_move_nothing(copy):
+    assert moved_by(copy, "training.py", "\n# a comment\n") == set()
+    root, _ = copy
+    source = (root / "pcgrad.py").read_text()
+    (root / "pcgrad.py").write_text(source.replace('"""', '"""Reworded. ', 1))
+    assert moved_by(copy, "pcgrad.py", "\n") == set()
 
 
 def test_the_training_loop_is_in_every_victim_and_cell_key(copy):
@@ -89,6 +97,28 @@ def test_a_plugin_outside_the_package_hashes_its_sibling_helpers(tmp_path, monke
     plugin = importlib.import_module("sibling_plugin").Plugin
     before = code_identity(plugin)
     (tmp_path / "helper_of_plugin.py").write_text("SCALE = 2.0  # changed\n")
+    assert code_identity(plugin) == before  # this process runs the helper it imported: its key stays
+    sys.modules.pop("helper_of_plugin", None)  # as a new process would: the edited helper is what runs
     after = code_identity(plugin)
     sys.modules.pop("sibling_plugin", None), sys.modules.pop("helper_of_plugin", None)
     assert before != after and before.startswith("source:")
+
+
+def test_a_plugin_helper_in_a_subfolder_and_off_the_path_is_hashed(tmp_path):
+    import importlib.util
+    import sys
+
+    (tmp_path / "helpers").mkdir()
+    (tmp_path / "helpers" / "__init__.py").write_text("")
+    (tmp_path / "helpers" / "util.py").write_text("SCALE = 1.0\n")
+    (tmp_path / "nested_plugin.py").write_text("class Plugin:\n    def run(self):\n        from helpers.util import SCALE\n        return SCALE\n")
+    spec = importlib.util.spec_from_file_location("nested_plugin", tmp_path / "nested_plugin.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nested_plugin"] = module
+    spec.loader.exec_module(module)  # imported by path: helpers is not importable now, as after a suite's import
+    try:
+        before = code_identity(module.Plugin)
+        (tmp_path / "helpers" / "util.py").write_text("SCALE = 2.0\n")
+        assert code_identity(module.Plugin) != before
+    finally:
+        sys.modules.pop("nested_plugin", None)
