@@ -6,7 +6,10 @@ being used damaged. "Changed" covers what runs, not only the weights: a paramete
 setting such as MAD's epsilon, train/eval mode, a tensor or container kept as a plain attribute,
 a function put on the instance (``victim.forward = ...``), a method of its class replaced, a hook
 added or swapped, and torch's global module hooks. Functions are identified by identity, so a
-fingerprint is compared only within the process that took it.
+fingerprint is compared only within the process that took it. A module class may name in
+``fingerprint_exempt`` attributes that are memos of fingerprinted state, filled lazily as it
+answers (ModelGuard-S's codebooks, a function of its training answers and epsilon): they are not
+hashed, so a victim loaded from its checkpoint does not fail its first cell by answering.
 """
 from __future__ import annotations
 
@@ -71,14 +74,20 @@ def fingerprint(module: nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
         h.update(f"{name}:".encode() + _tensor_bytes(tensor))
-    classes: set[type] = set()
     for name, sub in module.named_modules(remove_duplicate=False):
         h.update(f"{name}:{type(sub).__qualname__}:".encode())
+        exempt = getattr(type(sub), "fingerprint_exempt", ())  # memos of fingerprinted state, filled as it answers
         for key, value in sorted(vars(sub).items()):
-            if key not in MODULE_TABLES and not key.startswith("__"):
+            if key not in MODULE_TABLES and key not in exempt and not key.startswith("__"):
                 h.update(key.encode() + b"=" + _describe(value) + b";")
-        classes.add(type(sub))
-    for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
-        h.update(_class_code(cls))
+    h.update(code_fingerprint(module).encode())
     h.update(global_hooks())
     return h.hexdigest()
+
+
+def code_fingerprint(module: nn.Module) -> str:
+    """The digest of the functions of every class among a module's submodules. It does not depend
+    on training or loading, so the victim cache compares it across reloads of one victim: a class
+    patched by an earlier cell is not taken as the victim's code when the victim is loaded again."""
+    classes = sorted({type(sub) for sub in module.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+    return hashlib.sha256(b"".join(_class_code(cls) for cls in classes)).hexdigest()

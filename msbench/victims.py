@@ -24,7 +24,7 @@ from msbench.data import ImageData
 from msbench.checkpoints import load_cached_victim, save_victim
 from msbench.defenses import OutputDefense, VictimContext
 from msbench.distortion import restart_randomness
-from msbench.fingerprint import fingerprint
+from msbench.fingerprint import code_fingerprint, fingerprint
 from msbench.oracle import check_probabilities
 from msbench.provenance import training_device
 from msbench.registry import DEFENSES
@@ -42,12 +42,20 @@ class VictimTampered(RuntimeError):
     """A cell's attack changed the victim it queried; the cell is void and the victim is reloaded."""
 
 
+class VictimMissing(RuntimeError):
+    """A victim to load that has no checkpoint where this cache may not train (a Ray cell task: victims
+    are trained by the victim stage, each by exactly one task)."""
+
+
 class VictimCache:
-    """The victims of one workspace: ``get`` trains or loads one, ``check`` verifies it after a cell."""
+    """The victims of one workspace: ``get`` trains or loads one, ``check`` verifies it after a cell.
+    ``trains = False``: ``get`` only loads, and a victim without a checkpoint raises ``VictimMissing``."""
 
     def __init__(self, ws: "Workspace", limit: int = MEMORY_LIMIT):
         self.ws = ws
         self.limit = limit
+        self.trains = True
+        self._code: dict[str, str] = {}  # victim key -> code_fingerprint at its first load
         self._loaded: OrderedDict[str, tuple[nn.Module, dict[str, Any], str]] = OrderedDict()  # key: module, info, fingerprint
 
     def get(self, dataset: str, arch: str, chain: list[str], seed: int) -> Victim:
@@ -59,6 +67,10 @@ class VictimCache:
             return module, info
         with using(self.ws.compute):  # also where an executor trains victims before their cells
             module, info = self._build(dataset, arch, chain, seed, key)
+        code = self._code.setdefault(key, code_fingerprint(module))  # the first load's, for the life of the process
+        if code_fingerprint(module) != code:
+            raise VictimTampered(f"the code of victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} differs from its first "
+                                 "load in this process (a class of it was patched by an earlier cell); run again in a new process")
         self._loaded[key] = (module, info, fingerprint(module))
         while len(self._loaded) > self.limit:
             self._loaded.popitem(last=False)
@@ -79,6 +91,9 @@ class VictimCache:
         path = ws.run_dir / "victims" / f"{key}.pt"
         if (info := load_cached_victim(module, path, key)) is not None:  # None: absent, corrupt or misplaced (reported, set aside)
             module.to(ws.device)
+        elif not self.trains:
+            raise VictimMissing(f"victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} has no checkpoint {path.name}: "
+                                "its victim task did not train it")
         else:
             started = time.perf_counter()
             with seeded(derive_seed(seed, f"{name}.fit")):

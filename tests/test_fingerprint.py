@@ -76,3 +76,18 @@ def test_answering_and_evaluating_leave_the_fingerprint_alone():
         victim(torch.rand(8, 4))
     victim.eval()
     assert fingerprint(victim) == before
+
+
+def test_a_loaded_modelguard_s_victim_keeps_its_fingerprint_as_it_answers():
+    from msbench.defenses.base import Softmax
+    from msbench.defenses.modelguard_s import ModelGuardSVictim
+
+    torch.manual_seed(0)
+    victim = ModelGuardSVictim(Softmax(nn.Linear(4, 3)), epsilon=0.5, max_centroids=4, num_classes=3).eval()
+    victim.training_answers = torch.softmax(torch.randn(20, 3, dtype=torch.float64), dim=1)  # as loaded: no codebook yet
+    before = fingerprint(victim)
+    with torch.no_grad():
+        victim(torch.rand(8, 4))  # fills the codebook memo
+    assert victim._codebooks and fingerprint(victim) == before
+    victim.epsilon = 0.25  # what the memo is a function of is still checked
+    assert fingerprint(victim) != before

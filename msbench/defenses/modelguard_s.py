@@ -114,6 +114,8 @@ def quantise(y: torch.Tensor, centroids: torch.Tensor, valid: torch.Tensor, epsi
 
 
 class ModelGuardSVictim(nn.Module):
+    fingerprint_exempt = ("_codebooks",)  # a memo of build_codebooks(training_answers, epsilon), both fingerprinted
+
     def __init__(self, base: nn.Module, epsilon: float, max_centroids: int, num_classes: int):
         super().__init__()
         self.base, self.epsilon, self.max_centroids = base, epsilon, max_centroids
