@@ -55,8 +55,9 @@ the training time of the victim's whole defense chain (``ini+mad``: InI's and MA
 def record_problem(record: Any, cell_id: str, cell: dict[str, Any] | None = None, budget: int | None = None) -> str | None:
     """Why ``record`` is not a valid record of ``cell_id``, or None. With ``cell`` (the cell's identity:
     dataset, arch, defense, attack, label mode, seed, setting) and ``budget`` (its attack's query
-    budget), the record must also be that cell's and its numbers possible for it: a record edited or
-    copied from elsewhere is refused, not shown as ``ok``."""
+    budget), the record must also be that cell's and its numbers possible for it: a record copied from
+    another cell, or edited to values impossible for its cell, is refused, not shown as ``ok`` (an
+    edit that keeps every value consistent cannot be told from a result by its values)."""
     if not isinstance(record, dict):
         return f"expected a JSON object, got {type(record).__name__}"
     required = {**RECORD_SCHEMA["any"], **(RECORD_SCHEMA["ok"] if record.get("status") == "ok" else {})}
