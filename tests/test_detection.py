@@ -301,3 +301,10 @@ def test_the_report_shows_stops_kept_clones_accounts_and_claims(records, tmp_pat
     assert worst.loc["vanilla", "accounts_needed"] != worst.loc["vanilla", "accounts_needed"]  # NaN: no accounts
     sentences = [s for s in verdict_sentences(tables) if s.startswith("SEAT")]
     assert len(sentences) == 1 and "Its paper claims" in sentences[0]
+    from msbench.report.detection import curves_at_stops
+    curves = curves_at_stops(tables).curves
+    stopped = curves[(curves["defense"] == "seat") & (curves["attack"] == "knockoff-avg")]
+    assert stopped["queries"].max() == seat["stop_queries"], "a stopped attacker's curve goes past its stop"
+    assert stopped.iloc[-1]["clone_acc"] == pytest.approx(seat["clone_acc"])
+    unstopped = curves[curves["defense"] == "vanilla"]
+    assert len(unstopped) == len(tables.curves[tables.curves["defense"] == "vanilla"])

@@ -10,6 +10,7 @@ plugin's ``paper_claim``) and the same attack's clone against the undetected ref
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -71,9 +72,9 @@ def summary(tables: RunTables) -> pd.DataFrame:
                          benign_users=group["benign_users"].max(), benign_queries=group["benign_queries"].max(),
                          monitor_ms=group["monitor_ms"].mean()))
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    order = order_attacks(frame["attack"])
-    return frame.assign(_a=[order.index(a) for a in frame["attack"]]).sort_values(
-        ["dataset", "arch", "defense", "_a", "label_mode"], kind="stable").drop(columns="_a")
+    order, datasets = order_attacks(frame["attack"]), in_order(results["dataset"])  # datasets as the suite lists them
+    return frame.assign(_a=[order.index(a) for a in frame["attack"]], _d=[datasets.index(d) for d in frame["dataset"]]).sort_values(
+        ["_d", "arch", "defense", "_a", "label_mode"], kind="stable").drop(columns=["_a", "_d"])
 
 
 def _wrapped(notes: pd.Series) -> str:
@@ -175,3 +176,31 @@ def detection_sentences(tables: RunTables) -> list[str]:
             f"{accounts(worst['accounts_needed'])}; benign accounts stopped: {group['benign_fpr'].max():.0f}%"
             + (f". Its paper claims {claim}." if claim else "."))
     return sentences
+
+
+def curves_at_stops(tables: RunTables) -> RunTables:
+    """The budget curves as the attacker had them: a stopped detection cell's curve ends at its stop,
+    with the clone it kept there as the last point (its attack reported clones past the stop, over
+    every account it needed). Curve points count the attack's own queries (``interleave``: the wrapped
+    attack's, without the benign ones)."""
+    results, curves = tables.results, tables.curves
+    stopped = results[is_detection(results) & results["stop_queries"].notna()]
+    if stopped.empty or curves.empty:
+        return tables
+    keys = ["dataset", "arch", "defense", "attack", "label_mode", "seed"] + (["run"] if "run" in curves.columns else [])
+    drop = pd.Series(False, index=curves.index)
+    kept = []
+    for _, r in stopped.iterrows():
+        mine = pd.Series(True, index=curves.index)
+        for k in keys:
+            mine &= curves[k] == r[k]
+        drop |= mine & (curves["queries"] >= r["stop_queries"])
+        kept.append({**{k: r[k] for k in keys}, "queries": r["stop_queries"], "clone_acc": r["clone_acc"]})
+    points = pd.DataFrame(kept).reindex(columns=curves.columns).astype(curves.dtypes.to_dict())
+    merged = pd.concat([curves[~drop], points], ignore_index=True)
+    first: dict[tuple, int] = {}  # each curve where it was, so figures keep the tables' order of datasets and attacks
+    for i, key in enumerate(zip(*(curves[k] for k in keys))):
+        first.setdefault(key, i)
+    place = [first.get(key, len(curves)) for key in zip(*(merged[k] for k in keys))]
+    merged = merged.assign(_place=place).sort_values(["_place", "queries"], kind="stable").drop(columns="_place")
+    return dataclasses.replace(tables, curves=merged.reset_index(drop=True))

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Iterable
 
 from msbench.report import figures as figs
+from msbench.report.detection import curves_at_stops
 from msbench.report.headline import verdict_sentences
 from msbench.report.load import load_runs
 from msbench.report.stats import summarise
@@ -45,7 +46,7 @@ def render_report(run_dirs: list[Path] | Path, out: Path | None = None,
     and ``summary.csv`` (the aggregated numbers behind the tables).
     """
     chosen = _formats(formats)
-    tables = load_runs(run_dirs)
+    tables = curves_at_stops(load_runs(run_dirs))  # a stopped attacker's curve ends where it was stopped
     out = Path(out) if out is not None else Path("reports") / tables.name
     out.mkdir(parents=True, exist_ok=True)
     sections = all_tables(tables)
