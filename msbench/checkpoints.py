@@ -63,6 +63,15 @@ def _verified_payload(path: Path) -> tuple[bytes, str]:
     return payload, key
 
 
+def checkpoint_matches(path: Path, key: str) -> bool:
+    """Whether ``path`` holds an intact checkpoint computed for ``key`` (checksum and key checked, nothing
+    loaded): what a scheduler asks before it counts a victim as trained."""
+    try:
+        return _verified_payload(path)[1] == key
+    except (CorruptArtifact, OSError):
+        return False
+
+
 def load_victim(victim: nn.Module, path: Path, key: str | None = None) -> dict[str, Any]:
     """Load a victim saved by ``save_victim`` into ``victim``; raises CorruptArtifact naming ``path``
     when the file is truncated, altered, or does not fit the module, and MisplacedArtifact when

@@ -145,7 +145,9 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
             teller(run_dir, echo)(f"the tables of suite '{kept.name}' in {run_dir} are kept in {kept} "
                                   f"(`msbench report {kept}` renders them)")
             request = replace(request, report_dir=request.report_dir or Path("reports") / suite.name)
-        return _run_locked(Job(suite, root.resolve(), run_dir.resolve(), device), run_dir, request, executor)
+        folder = Path(suite.path).resolve().parent if suite.path else None
+        job = Job(suite, root.resolve(), run_dir.resolve(), device, folder)
+        return _run_locked(job, run_dir, request, executor)
 
 
 def _run_locked(job: Job, run_dir: Path, request: RunRequest, executor: Executor) -> pd.DataFrame:

@@ -33,6 +33,38 @@ def test_unknown_executor_and_bad_ray_options_are_one_line_errors(tmp_path, caps
     assert error == "msbench: cpus_per_task: expected a positive integer, got 0"
 
 
+FOLDER_PLUGIN = """
+from dataclasses import dataclass
+
+from torch import nn
+
+from msbench.defenses import OutputDefense
+from msbench.registry import register_defense
+
+
+class Sharpen(nn.Module):
+    def __init__(self, base, power):
+        super().__init__()
+        self.base, self.power = base, power
+
+    def forward(self, x):
+        y = self.base(x) ** self.power
+        return y / y.sum(dim=1, keepdim=True)
+
+
+@register_defense("sharpen")
+class SharpenDefense(OutputDefense):
+    \"\"\"Raises the base's probabilities to a power and renormalises (keeps the top-1 label).\"\"\"
+
+    @dataclass
+    class Config:  # a class of the plugin's module: a worker must import the module to unpickle the suite
+        power: float = 2.0
+
+    def build(self, base, ctx):
+        return Sharpen(base, self.config.power)
+"""
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
@@ -52,17 +84,22 @@ def test_ray_run_gives_the_local_tables_and_resumes_with_either(tmp_path, mnist_
     from msbench.executors.ray_cluster import RayExecutor
 
     monkeypatch.syspath_prepend(PLUGINS)
-    suite = tiny_suite(tmp_path, matrix={"defenses": ["vanilla", "mad", "nan"]}, plugins=["constant_defense"],
+    (tmp_path / "folder_sharpen.py").write_text(FOLDER_PLUGIN)  # beside the suite only: workers find it through the suite
+    suite = tiny_suite(tmp_path, matrix={"defenses": ["vanilla", "mad", "nan", "sharpen"]},
+                       plugins=["constant_defense", "folder_sharpen"],
                        timing={"defenses": ["mad"], "batch_sizes": [8], "repeats": 2, "warmup": 0})
     with single_thread():  # the ray tasks below run one torch thread each too
         local = msbench.run_suite(suite, data_root=mnist_root, out=tmp_path / "local", report=False, echo=lambda _: None)
     lines: list[str] = []
+    executor = RayExecutor(cpus_per_task=1)
     distributed = msbench.run_suite(suite, data_root=mnist_root, out=tmp_path / "ray", report=False, echo=lines.append,
-                                    executor=RayExecutor(cpus_per_task=1))
+                                    executor=executor)
     assert "on the ray executor" in lines[0]
+    # the victim stage trained every victim but the broken one (cell tasks only load: VictimMissing otherwise)
+    assert len(executor.victim_failures) == 1 and executor.victim_failures[0].startswith("victim mnist/smallcnn/vanilla+nan/seed0 failed")
     assert set(distributed.status) == {"ok", "failed"} and (distributed[distributed.defense == "nan"].status == "failed").all()
     assert sum(line.startswith("cell ") and " failed: " in line for line in lines) == 2  # the broken defense's two cells, each once
-    assert "2 of 6 cells failed:" in lines  # and summed up at the end
+    assert "2 of 8 cells failed:" in lines  # and summed up at the end
     # the same figures, bit for bit, and the same artifacts
     key = ["defense", "label_mode"]
     local, distributed = local.sort_values(key).reset_index(drop=True), distributed.sort_values(key).reset_index(drop=True)

@@ -6,7 +6,7 @@ on the executor that computed it, and the runner, the only writer of records, st
 """
 from __future__ import annotations
 
-import importlib
+import pickle
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from msbench.cells import Cell, digest, victim_key
 from msbench.evaluate import run_cell
+from msbench.plugin_modules import import_plugins
 from msbench.suite_schema import Suite
 from msbench.workspace import Workspace, resolve_device
 
@@ -31,11 +32,46 @@ class Job:
     data_root: Path
     run_dir: Path
     device: str | None = None  # None: the suite's run.device ("auto": a GPU where the worker has one)
+    plugin_folder: Path | None = None  # the suite file's folder, absolute: where a worker finds the suite's own plugins
+
+    def __reduce__(self) -> tuple:
+        """Pickled for a worker with the suite's plugin modules named: unpickling imports them first
+        (the suite's folder on ``sys.path`` only while importing), since the suite's settings are
+        instances of plugin classes a worker has not imported."""
+        fields = (self.suite, self.data_root, self.run_dir, self.device, self.plugin_folder)
+        return _with_plugins, (self.suite.plugins, self.plugin_folder, _dumps(fields), Job)
 
     @property
     def key(self) -> str:
         """What identifies the job's run: its resolved suite, data root and run directory."""
         return digest({"suite": self.suite.resolved(), "data_root": str(self.data_root), "run_dir": str(self.run_dir)})
+
+
+class WithPlugins:
+    """An object sent to a worker together with the plugin modules its pickle refers to: unpickled
+    there, it imports them first (``Job`` does the same for itself)."""
+
+    def __init__(self, value: Any, plugins: list[str], folder: Path | None):
+        self.value, self.plugins, self.folder = value, plugins, folder
+
+    def __reduce__(self) -> tuple:
+        return _with_plugins, (self.plugins, self.folder, _dumps(self.value), None)
+
+
+def _dumps(value: Any) -> bytes:
+    """Pickled as Ray pickles (cloudpickle: a suite's dataset loaders are local functions); plain pickle without Ray."""
+    try:
+        from ray import cloudpickle
+    except ImportError:
+        return pickle.dumps(value)
+    return cloudpickle.dumps(value)
+
+
+def _with_plugins(plugins: list[str], folder: Path | None, payload: bytes, make: Callable[..., Any] | None) -> Any:
+    """Import the plugins, then unpickle ``payload`` (``make(*fields)`` when given)."""
+    import_plugins(plugins, folder if folder is not None and Path(folder).is_dir() else None)
+    value = pickle.loads(payload)
+    return make(*value) if make is not None else value
 
 
 WORKSPACE_LIMIT = 2  # workspaces a process keeps: a worker serves one run at a time; the oldest is dropped
@@ -48,8 +84,7 @@ def workspace(job: Job) -> Workspace:
     if key in _WORKSPACES:
         _WORKSPACES.move_to_end(key)
     else:
-        for module in job.suite.plugins:  # a worker process has not read the suite: register its plugins here
-            importlib.import_module(module)
+        import_plugins(job.suite.plugins, job.plugin_folder)  # a worker has not read the suite: its plugins, as the driver found them
         _WORKSPACES[key] = Workspace(job.suite, job.data_root, job.run_dir, resolve_device(job.device or job.suite.run.device))
         while len(_WORKSPACES) > WORKSPACE_LIMIT:
             _WORKSPACES.popitem(last=False)
