@@ -126,7 +126,9 @@ def cell_key(suite: Suite, cell: Cell) -> str:
     settings = suite.attacks[cell.attack]
     attack = ATTACKS.get(cell.attack)
     identity = {k: v for k, v in asdict(cell).items() if not (k == "setting" and v is None)}  # unswept keys as before
+    wrapped = {name: code_identity(ATTACKS.get(name)) for name in attack(settings.config).wrapped()}  # run inside it
     return digest({"victim": victim_key(suite, cell.dataset, cell.arch, chain, cell.seed), "cell": identity,
                    "attack": as_dict(settings.config), "recipe": as_dict(settings.recipe), "code": code_identity(attack),
+                   **({"wraps": wrapped} if wrapped else {}),
                    "framework": stage_identity(CELL_STAGE),
                    "roles": role_identity(suite, cell.dataset, tuple(attack.roles))})

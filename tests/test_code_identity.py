@@ -122,3 +122,17 @@ def test_a_plugin_helper_in_a_subfolder_and_off_the_path_is_hashed(tmp_path):
         assert code_identity(module.Plugin) != before
     finally:
         sys.modules.pop("nested_plugin", None)
+
+
+def test_an_adaptive_attacks_cells_move_with_the_attack_it_wraps(monkeypatch):
+    from msbench.cells import cell_key, expand
+    from msbench.suite import load_suite
+
+    suite = load_suite(PACKAGE.parent / "suites" / "detection.toml")
+    spread = next(cell for cell in expand(suite) if cell.attack == "spread")
+    other = next(cell for cell in expand(suite) if cell.attack == "knockoff")
+    base = ATTACKS.get(suite.attacks["spread"].config.base)
+    before = cell_key(suite, spread), cell_key(suite, other)
+    monkeypatch.setattr(base, "version", "edited", raising=False)  # as if the wrapped attack's code changed
+    after = cell_key(suite, spread), cell_key(suite, other)
+    assert after[0] != before[0] and (base.registered_name == "knockoff" or after[1] == before[1])

@@ -95,6 +95,9 @@ class Adaptive(Attack):
     def base_budget(self) -> int:
         return self.config.budget
 
+    def wrapped(self) -> tuple[str, ...]:
+        return (self.config.base,)
+
     def sender(self, oracle: Any, ctx: AttackContext) -> Callable[[torch.Tensor], torch.Tensor]:
         raise NotImplementedError
 
@@ -111,7 +114,6 @@ class Spread(Adaptive):
     """The wrapped attack's queries dealt round-robin over several accounts."""
 
     label = "Spread over accounts"
-    version = 1  # its cells' code identity (bump when a change alters results)
 
     @dataclass
     class Config:
@@ -149,7 +151,6 @@ class Interleave(Adaptive):
     """The wrapped attack's queries mixed with natural in-distribution images of the attacker's own."""
 
     label = "Interleaved benign"
-    version = 1  # its cells' code identity (bump when a change alters results)
 
     @dataclass
     class Config:
@@ -192,7 +193,6 @@ class Blind(Adaptive):
     """The wrapped attack's queries each sent under a random blinding transform."""
 
     label = "Query blinding"
-    version = 1  # its cells' code identity (bump when a change alters results)
 
     @dataclass
     class Config:

@@ -92,6 +92,11 @@ class Attack:
         A closed vocabulary is a ``Literal[...]`` field of ``Config``, checked before this is called."""
         return None
 
+    def wrapped(self) -> tuple[str, ...]:
+        """The registered attacks whose code runs inside this one (an adaptive attacker's base): their
+        code identity is part of its cells' keys. None by default."""
+        return ()
+
     def run(self, oracle: Oracle, ctx: AttackContext) -> nn.Module:
         """Query ``oracle`` within its budget and return the trained clone (a model returning logits)."""
         raise NotImplementedError

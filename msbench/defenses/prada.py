@@ -98,7 +98,6 @@ class Prada(DetectionDefense):
     """PRADA: stops an account once the Shapiro-Wilk W of its queries' minimum distances falls below delta."""
 
     label = "PRADA"
-    version = 1  # code identity of its victims and cells (bump when a change alters results)
     paper_claim = ("every prior model extraction attack detected (JBDA-style synthetic queries, Tramer et al.'s), "
                    "with no false positives on benign MNIST and GTSRB streams")
     color = "#882255"

@@ -78,7 +78,6 @@ class Seat(DetectionDefense):
     """SEAT: stops an account once it has made more than `bound` pairs of queries close in a similarity encoder's space."""
 
     label = "SEAT"
-    version = 1  # code identity of its victims and cells (bump when a change alters results)
     paper_claim = "an attacker needs 3.8 to 16 times more accounts, even adaptive ones using query blinding"
     color = "#117733"
     cost_model = "M_f + M_enc + O(history) per query"
