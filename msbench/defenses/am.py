@@ -147,6 +147,8 @@ class AdaptiveMisinformation(OutputDefense):
         """The paper's 2 M_f (base and misinformation model) for the reference form; the fast form
         runs the misinformation model only on the share r of inputs the gate opens."""
         return "2 M_f" if self.config.implementation == "reference" else "(1 + r) M_f"
+
+    # not L1_GRID: tau is a confidence threshold in [0, 1], finer near 1 where the gate closes
     tunable_grid = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # strong to weak
 
     @dataclass

@@ -124,6 +124,12 @@ class TrainingDefense(Defense):
         raise NotImplementedError
 
 
+L1_GRID: tuple[float, ...] = (2.0, 1.5, 1.0, 0.75, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0)
+"""L1 budgets on an answer (strongest first, 2 = the whole simplex): MAD's grid. Every defense whose
+tunable is an L1 budget (MAD, random noise, GRAD^2, ModelGuard-S and -W) tunes over this one tuple, so
+their benign matching tries the same budgets and a change of the grid reaches all of them."""
+
+
 class OutputDefense(Defense):
     """Wraps a base victim at inference. ``fit`` trains any auxiliary model (AM's misinformation
     model); MAD needs none (``training_cost`` 0, the default here).

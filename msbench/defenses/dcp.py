@@ -79,6 +79,7 @@ class DCP(OutputDefense):
 
     label = "DCP"
     tunable = "beta"
+    # not L1_GRID: beta is also the gate's confidence threshold, so it stays in [0, 1], finer near 1
     tunable_grid = (1.0, 0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # strong to weak
     cost_model = "M_f + O(K)"
 

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp, vjp
 
-from msbench.defenses.base import OutputDefense, VictimContext, renormalise
+from msbench.defenses.base import L1_GRID, OutputDefense, VictimContext, renormalise
 from msbench.defenses.mad import random_surrogate
 from msbench.registry import register_defense
 from msbench.training import fit as fit_model
@@ -178,7 +178,7 @@ class GRAD2(OutputDefense):
 
     label = "GRAD²"
     tunable = "epsilon"
-    tunable_grid = (2.0, 1.5, 1.0, 0.75, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0)  # strong to weak (MAD's grid)
+    tunable_grid = L1_GRID  # strong to weak
 
     @dataclass
     class Config:

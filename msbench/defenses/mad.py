@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from msbench.defenses.base import OutputDefense, VictimContext
+from msbench.defenses.base import L1_GRID, OutputDefense, VictimContext
 from msbench.models import last_linear
 from msbench.registry import register_defense
 
@@ -271,7 +271,7 @@ class MAD(OutputDefense):
     default_base = "vanilla"
     tunable = "epsilon"
     label, color, paper_order, color_over_base = "MAD", "#E69F00", 1, "#0072B2"
-    tunable_grid = (2.0, 1.5, 1.0, 0.75, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0)  # strong to weak
+    tunable_grid = L1_GRID  # strong to weak
 
     def cost_model(self, batch_size: int) -> str:
         """The paper's formula (C M_b + S per answer) for the reference form; the fast form's closed-form

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from msbench.defenses.base import OutputDefense, VictimContext, renormalise
+from msbench.defenses.base import L1_GRID, OutputDefense, VictimContext, renormalise
 from msbench.defenses.mad import mix
 from msbench.registry import register_defense
 
@@ -149,7 +149,7 @@ class ModelGuardS(OutputDefense):
 
     label = "ModelGuard-S"
     tunable = "epsilon"
-    tunable_grid = (2.0, 1.5, 1.0, 0.75, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0)  # strong to weak (MAD's grid)
+    tunable_grid = L1_GRID  # strong to weak
     cost_model = "M_f + O(M K)"
 
     @dataclass

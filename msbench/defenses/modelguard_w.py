@@ -24,7 +24,7 @@ from scipy import sparse
 from scipy.optimize import linprog
 from torch import nn
 
-from msbench.defenses.base import OutputDefense, VictimContext, renormalise
+from msbench.defenses.base import L1_GRID, OutputDefense, VictimContext, renormalise
 from msbench.registry import register_defense
 
 LOG_OFFSET = 1e-6  # c = log(y + 1e-6), as the authors' code, so a zero probability has a finite cost
@@ -91,7 +91,7 @@ class ModelGuardW(OutputDefense):
 
     label = "ModelGuard-W"
     tunable = "epsilon"
-    tunable_grid = (2.0, 1.5, 1.0, 0.75, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0)  # strong to weak (MAD's grid)
+    tunable_grid = L1_GRID  # strong to weak
     cost_model = {"single": "M_f + LP(2K)", "batch": "M_f + LP(2BK)"}
 
     @dataclass

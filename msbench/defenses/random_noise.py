@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from msbench.defenses.base import OutputDefense, VictimContext
+from msbench.defenses.base import L1_GRID, OutputDefense, VictimContext
 from msbench.registry import register_defense
 
 
@@ -64,7 +64,7 @@ class RandomNoise(OutputDefense):
 
     label = "Random noise"
     tunable = "epsilon"
-    tunable_grid = (2.0, 1.5, 1.0, 0.75, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.0)  # strong to weak (MAD's grid)
+    tunable_grid = L1_GRID  # strong to weak
     cost_model = "M_f + O(K)"
 
     @dataclass

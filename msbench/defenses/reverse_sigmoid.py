@@ -57,6 +57,7 @@ class ReverseSigmoid(OutputDefense):
 
     label = "Reverse sigmoid"
     tunable = "beta"
+    # not L1_GRID: beta scales the reverse sigmoid, not an L1 budget, and needs finer steps near 0
     tunable_grid = (1.0, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.008, 0.005, 0.002, 0.0)  # strong to weak
     cost_model = "M_f + O(K)"
 

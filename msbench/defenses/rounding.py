@@ -34,6 +34,7 @@ class Rounding(OutputDefense):
 
     label = "Rounding"
     tunable = "decimals"
+    # not L1_GRID: an integer count of decimals, not an L1 budget
     tunable_grid = (0, 1, 2, 3, 4, 5)  # strong to weak
     cost_model = "M_f + O(K)"
 

@@ -48,6 +48,7 @@ class TopK(OutputDefense):
 
     label = "Top-k"
     tunable = "k"
+    # not L1_GRID: an integer count of classes, not an L1 budget
     tunable_grid = (1, 2, 3, 5)  # strong to weak
     cost_model = "M_f + O(K log k)"
 
