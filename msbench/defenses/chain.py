@@ -22,7 +22,8 @@ def resolve_chain(composition: str) -> list[str]:
 
 def chain_problem(composition: str) -> str | None:
     """Why a composition's chain cannot be built (a training defense after ``+``, an output defense
-    first), or None. Its names must be registered defenses."""
+    first), or None. Its names must be registered defenses. The one check of a chain's order: the
+    suite's matrix and its ``[timing]`` section both call it, so they refuse a chain in the same words."""
     for position, name in enumerate(resolve_chain(composition)):
         output = issubclass(DEFENSES.get(name), OutputDefense)
         if (position == 0) == output:

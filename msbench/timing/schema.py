@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from msbench.config import SuiteError
-from msbench.defenses import OutputDefense
+from msbench.defenses.chain import chain_problem
 from msbench.plugin_config import plugin_config
 from msbench.registry import ARCHITECTURES, DEFENSES, UnknownPluginError
 
@@ -60,11 +60,9 @@ class TimingOptions:
             key = f"timing.defenses[{i}]"
             for part in composition.split("+"):
                 known(DEFENSES, part.strip(), key)
-            for position, name in enumerate(suite.chain(composition)):
-                output = issubclass(DEFENSES.get(name), OutputDefense)
-                if (position == 0) == output:
-                    kind = "an output" if output else "a training"
-                    raise SuiteError(file, key, f"'{name}' is {kind} defense and cannot come {'first' if position == 0 else 'after +'} in '{composition}'")
+            problem = chain_problem(composition)
+            if problem:
+                raise SuiteError(file, key, problem)
         for key in ("archs", "defenses", "batch_sizes", "inputs"):
             if getattr(self, key) is not None and not getattr(self, key):
                 raise SuiteError(file, f"timing.{key}", "expected a non-empty list")
