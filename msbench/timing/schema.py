@@ -6,18 +6,19 @@ the suite it checks is handed to ``TimingOptions.validate``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from msbench.config import SuiteError
 from msbench.defenses.chain import chain_problem
 from msbench.plugin_config import plugin_config
-from msbench.registry import ARCHITECTURES, DEFENSES, UnknownPluginError
+from msbench.registry import ARCHITECTURES, DEFENSES
+from msbench.suite_checks import plugin_name
 
 if TYPE_CHECKING:
     from msbench.suite import Suite
 
-INPUT_KINDS = ("random", "id", "ood")
-VICTIM_SOURCES = ("auto", "suite", "short")
+InputKind = Literal["random", "id", "ood"]  # random images, the test split's, the ood role's
+VictimSource = Literal["auto", "suite", "short"]  # which victims are timed (see ``victims`` below)
 
 
 @dataclass
@@ -30,9 +31,9 @@ class TimingOptions:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 128])
     repeats: int = 2000  # timed calls per measurement (the paper's 2000)
     warmup: int = 10  # untimed calls first (allocator, cuDNN autotuning, lazy init)
-    inputs: list[str] = field(default_factory=lambda: ["random"])  # "random", "id" (test images), "ood" (ood role)
+    inputs: list[InputKind] = field(default_factory=lambda: ["random"])  # "random", "id" (test images), "ood" (ood role)
     with_run: bool = True  # false: `msbench run` skips this stage; `msbench time` runs it
-    victims: str = "auto"  # "auto": the suite's victims where the matrix has the arch, else short; "suite"; "short"
+    victims: VictimSource = "auto"  # "auto": the suite's victims where the matrix has the arch, else short; "suite"; "short"
     epochs: int = 1  # short recipe: epochs of every defense's training recipe
     batch_size: int | None = None  # short recipe: training batch size (None: each recipe's own); small batches
     # take more SGD steps per image, which is what a deep victim trained on few images needs
@@ -43,23 +44,18 @@ class TimingOptions:
     # for the short-recipe victims only (a deeper timing arch may need other weights than the matrix's small model)
 
     def validate(self, suite: "Suite") -> None:
-        """Check names against the suite and the registries; raises SuiteError naming ``timing.<key>``."""
+        """Check names against the suite and the registries; raises SuiteError naming ``timing.<key>``.
+        The closed vocabularies (``inputs``, ``victims``) are ``Literal`` fields, checked by
+        ``config.coerce`` when the table is read, so they are not checked again here."""
         file = str(suite.path)
-
-        def known(registry: Any, name: str, key: str) -> None:
-            try:
-                registry.get(name)
-            except UnknownPluginError as unknown:
-                raise SuiteError(file, key, str(unknown)) from None
-
         for i, arch in enumerate(self.archs or []):
-            known(ARCHITECTURES, arch, f"timing.archs[{i}]")
+            plugin_name(ARCHITECTURES, arch, file, f"timing.archs[{i}]")
         if self.dataset is not None and self.dataset not in suite.matrix.datasets:
             raise SuiteError(file, "timing.dataset", f"expected one of the matrix's datasets ({', '.join(suite.matrix.datasets)}), got '{self.dataset}'")
         for i, composition in enumerate(self.defenses or []):
             key = f"timing.defenses[{i}]"
             for part in composition.split("+"):
-                known(DEFENSES, part.strip(), key)
+                plugin_name(DEFENSES, part.strip(), file, key)
             problem = chain_problem(composition)
             if problem:
                 raise SuiteError(file, key, problem)
@@ -70,16 +66,12 @@ class TimingOptions:
             if size < 1:
                 raise SuiteError(file, f"timing.batch_sizes[{i}]", f"expected a positive integer, got {size}")
         for i, kind in enumerate(self.inputs):
-            if kind not in INPUT_KINDS:
-                raise SuiteError(file, f"timing.inputs[{i}]", f"expected one of {', '.join(INPUT_KINDS)}, got '{kind}'")
             if kind == "ood" and suite.role(self.dataset or suite.matrix.datasets[0], "ood") is None:
                 raise SuiteError(file, f"timing.inputs[{i}]", "'ood' inputs need an ood role dataset; none is set")
         for name, table in self.overrides.items():
             key = f"timing.overrides.{name}"
-            known(DEFENSES, name, key)
+            plugin_name(DEFENSES, name, file, key)
             override_config(suite, name, table, file)
-        if self.victims not in VICTIM_SOURCES:
-            raise SuiteError(file, "timing.victims", f"expected one of {', '.join(VICTIM_SOURCES)}, got '{self.victims}'")
         for key, least in (("repeats", 1), ("warmup", 0), ("epochs", 0), ("batch_size", 1), ("train_subset", 1), ("test_subset", 1), ("threads", 1)):
             value = getattr(self, key)
             if value is not None and value < least:
@@ -95,4 +87,4 @@ def override_config(suite: "Suite", name: str, table: Any, file: str) -> Any:
     return plugin_config(DEFENSES, name, table, file, key, base=base)
 
 
-__all__ = ["TimingOptions", "override_config", "INPUT_KINDS", "VICTIM_SOURCES"]
+__all__ = ["TimingOptions", "override_config", "InputKind", "VictimSource"]
