@@ -50,9 +50,9 @@ def moved_by(copy, relative: str, edit: str = "\nEDITED = 1\n") -> set[str]:
 def test_comments_and_docstrings_move_nothing(copy):
     assert moved_by(copy, "training.py", "\n# a comment\n") == set()
     root, _ = copy
-    source = (root / "pcgrad.py").read_text()
-    (root / "pcgrad.py").write_text(source.replace('"""', '"""Reworded. ', 1))
-    assert moved_by(copy, "pcgrad.py", "\n") == set()
+    source = (root / "defenses" / "pcgrad.py").read_text()
+    (root / "defenses" / "pcgrad.py").write_text(source.replace('"""', '"""Reworded. ', 1))
+    assert moved_by(copy, "defenses/pcgrad.py", "\n") == set()
 
 
 def test_the_training_loop_is_in_every_victim_and_cell_key(copy):
@@ -60,7 +60,7 @@ def test_the_training_loop_is_in_every_victim_and_cell_key(copy):
 
 
 def test_pcgrad_moves_ini_only(copy):
-    assert moved_by(copy, "pcgrad.py") == {"defense ini"}
+    assert moved_by(copy, "defenses/pcgrad.py") == {"defense ini"}
 
 
 def test_mads_source_moves_modelguard_s_too(copy):

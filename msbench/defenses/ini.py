@@ -16,7 +16,7 @@ objectives about what an attacker distilling V into C would learn:
   L_ind = L_ig + beta * ||grad_{theta_C} L_ig||.
 
 As in Algorithm 1 line 9, L_ben, gamma_iso L_iso, gamma_ind L_ig and gamma_ind beta ||grad L_ig||
-each give one gradient w.r.t. the victim's parameters; PCGrad (``msbench.pcgrad``) resolves their
+each give one gradient w.r.t. the victim's parameters; PCGrad (``msbench.defenses.pcgrad``) resolves their
 conflicts and sums them; SGD with the suite's recipe takes the step.
 
 Settings the paper leaves open, and the choices made here:
@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from msbench.defenses.base import Softmax, TrainingDefense, VictimContext
-from msbench.pcgrad import pcgrad
+from msbench.defenses.pcgrad import pcgrad
 from msbench.registry import register_defense
 from msbench.training import Optimiser, Shuffled, augment_batch, cycle_batches, train_loop
 
