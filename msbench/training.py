@@ -8,7 +8,7 @@ so two trainers cannot drift apart in how they train.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import torch
@@ -47,10 +47,6 @@ class Recipe:
 
     def with_(self, **changes: object) -> "Recipe":
         return replace(self, **changes)  # type: ignore[arg-type]
-
-    @classmethod
-    def field_names(cls) -> set[str]:
-        return {f.name for f in fields(cls)}
 
 
 CLONE_RECIPE = Recipe(epochs=50, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="cosine")
