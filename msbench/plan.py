@@ -24,6 +24,7 @@ from msbench.cells import cell_key, expand, victim_key
 from msbench.defenses.chain import resolve_chain
 from msbench.logs import duration
 from msbench.registry import ATTACKS, DEFENSES
+from msbench.results import record_problem
 from msbench.suite_schema import Suite
 from msbench.workspace import resolve_device
 
@@ -91,8 +92,11 @@ def plan_suite(suite: Suite, out: str | Path | None = None, device: str | None =
     """The plan of ``msbench run`` on ``suite`` into ``out`` (default ``runs/<suite name>``) on ``device``."""
     run_dir = Path(out) if out else Path("runs") / suite.name
     where = str(resolve_device(device or suite.run.device))
-    records = _records(run_dir)
     cells = [(cell, cell_key(suite, cell)) for cell in expand(suite)]
+    by_id = {key: cell for cell, key in cells}
+    records = {key: record for key, record in _records(run_dir).items()  # as the run will find them: invalid ones recompute
+               if record_problem(record, key, *((by_id[key].__dict__, suite.attacks[by_id[key].attack].config.budget)
+                                                if key in by_id else ())) is None}
     ok = {k for k, r in records.items() if r.get("status") == "ok"}
     failed = {k for k, r in records.items() if r.get("status") != "ok"}
     todo = [(c, k) for c, k in cells if force or k not in records or (retry_failed and k in failed)]

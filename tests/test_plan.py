@@ -98,3 +98,20 @@ def test_a_suite_built_on_another_shares_its_run_directory_when_asked(cached, mn
     assert list(frame.status) == ["ok"] and len(list((cached / "run" / "records").glob("*.json"))) == 2  # tiny's soft cell reused
     kept = msbench.load_results(cached / "run" / "suites" / "tiny")  # tiny's rows are kept beside, not dropped
     assert sorted(kept.label_mode) == ["hard", "soft"] and set(kept.status) == {"ok"}
+
+
+def test_a_record_the_run_would_refuse_is_not_counted_as_cached(cached):
+    import json
+
+    suite = load_suite(tiny_suite(cached, "one.toml", matrix={"seeds": [0]}, victim={"epochs": 1}))
+    before = plan_suite(suite, out=cached / "run", device="cpu")
+    from msbench.cells import cell_key, expand
+
+    record = cached / "run" / "records" / f"{cell_key(suite, expand(suite)[0])}.json"  # one of this suite's cached cells
+    original = record.read_text()
+    record.write_text(json.dumps({**json.loads(original), "queries": -5}))  # impossible: the run recomputes it
+    try:
+        after = plan_suite(suite, out=cached / "run", device="cpu")
+    finally:
+        record.write_text(original)
+    assert (after.cached, after.to_run) == (before.cached - 1, before.to_run + 1)
