@@ -11,6 +11,7 @@ from msbench.data import DataError, MissingDataError, load_split
 from msbench.data.builtin import downloads_allowed
 from msbench.data.builtin import offline as no_downloads
 from msbench.defenses.chain import resolve_chain
+from msbench.defenses.detection import DetectionDefense
 from msbench.registry import ATTACKS, DEFENSES
 
 if TYPE_CHECKING:
@@ -49,6 +50,22 @@ def check_data(suite: Suite, root: Path) -> None:
                             for name, e in names.items())
         raise SuiteError(str(suite.path), "data", f"{len(names)} dataset{'s' if len(names) > 1 else ''} missing under {where}: "
                                                   f"{listing}")
+    _check_benign_streams(suite, root)
+
+
+def _check_benign_streams(suite: Suite, root: Path) -> None:
+    """A detection defense's benign accounts each query distinct test images: a stream longer than
+    the (subset) test split is a suite error, said before any work rather than when the cell runs."""
+    names = {name for composition in suite.matrix.defenses for name in resolve_chain(composition)
+             if issubclass(DEFENSES.get(name), DetectionDefense)}
+    for name in sorted(names):
+        queries = suite.defenses[name].config.benign_queries
+        for dataset in suite.matrix.datasets:
+            full = len(load_split(suite.spec(dataset), root, "test"))
+            size = min(full, suite.subset(dataset, "test") or full)
+            if queries > size:
+                raise SuiteError(str(suite.path), f"defenses.{name}.benign_queries",
+                                 f"{queries} queries per benign user is longer than {dataset}'s test split ({size} images)")
 
 
 def _look(suite: Suite, root: Path, needed: list[tuple[str, str, str]], offline: bool) -> list[tuple[str, str, str, str]]:

@@ -308,3 +308,16 @@ def test_the_report_shows_stops_kept_clones_accounts_and_claims(records, tmp_pat
     assert stopped.iloc[-1]["clone_acc"] == pytest.approx(seat["clone_acc"])
     unstopped = curves[curves["defense"] == "vanilla"]
     assert len(unstopped) == len(tables.curves[tables.curves["defense"] == "vanilla"])
+
+
+def test_a_benign_stream_longer_than_the_subset_test_split_is_refused_before_any_work(tmp_path, mnist_root):
+    from msbench.suite import check_data
+    from tests.conftest import tiny_suite
+
+    suite = load_suite(tiny_suite(tmp_path, matrix={"defenses": ["prada"]}, run={"test_subset": 100},
+                                  defenses={"prada": {"benign_queries": 150}}))
+    with pytest.raises(SuiteError) as refused:
+        check_data(suite, mnist_root)
+    message = str(refused.value)
+    assert "\n" not in message and "defenses.prada.benign_queries" in message
+    assert "150 queries per benign user is longer than mnist's test split (100 images)" in message
