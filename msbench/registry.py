@@ -81,19 +81,6 @@ class Registry(Generic[T]):
 
         return decorator
 
-    def unregister(self, name: str) -> None:
-        self._items.pop(name.lower(), None)
-
-    @contextmanager
-    def scope(self) -> Iterator["Registry[T]"]:
-        """Registrations made inside the block are undone at its end (as are entry points first
-        loaded there), so a plugin registered for one test does not outlive it."""
-        items, loaded = dict(self._items), self._entry_points_loaded
-        try:
-            yield self
-        finally:
-            self._items, self._entry_points_loaded = items, loaded
-
     def load_entry_points(self, again: bool = False) -> None:
         """Import every installed module that declared itself a plugin of this kind (once, unless ``again``)."""
         if self._entry_points_loaded and not again:

@@ -4,11 +4,14 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 import tomli_w
 import torch
+
+if TYPE_CHECKING:  # msbench is imported only after the environment below is set
+    from msbench.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -76,6 +79,24 @@ def _plugins_of_the_test_only() -> Iterator[None]:
 
     with plugin_scope():
         yield
+
+
+def unregister(registry: Registry, name: str) -> None:
+    """Drop one registration made by hand in a test. The package never removes a plugin, so this
+    lives with the tests rather than on ``Registry``."""
+    registry._items.pop(name.lower(), None)
+
+
+@contextmanager
+def registry_scope(registry: Registry) -> Iterator[Registry]:
+    """Registrations made inside the block are undone at its end (as are entry points first loaded
+    there), so a plugin registered for one test does not outlive it; one registry only, where
+    ``plugin_scope`` covers every registry and forgets plugin modules too."""
+    items, loaded = dict(registry._items), registry._entry_points_loaded
+    try:
+        yield registry
+    finally:
+        registry._items, registry._entry_points_loaded = items, loaded
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 
 import msbench
 from msbench.registry import ATTACKS
-from tests.conftest import tiny_suite
+from tests.conftest import tiny_suite, unregister
 
 PLUGINS = Path(__file__).parent / "plugins"
 
@@ -28,7 +28,7 @@ SUITE_CHANGES = {
 def plugin_folder(monkeypatch):
     monkeypatch.syspath_prepend(str(PLUGINS))
     yield
-    ATTACKS.unregister("uniform-noise")
+    unregister(ATTACKS, "uniform-noise")
     sys.modules.pop("random_noise_attack", None)
 
 

@@ -29,7 +29,7 @@ from msbench.registry import ATTACKS, DEFENSES
 from msbench.workspace import Workspace
 from msbench.suite import Suite, check_data, load_suite
 from msbench.training import accuracy, predict_labels
-from tests.conftest import SYNTHETIC_CLASSES, single_thread, synthetic_suite
+from tests.conftest import SYNTHETIC_CLASSES, single_thread, synthetic_suite, unregister
 
 DATASET, ARCH, SEED = "synth", "smallcnn", 0
 BUDGET = 300  # below every built-in attack's own schedule, so the budget binds
@@ -299,7 +299,7 @@ def test_benign_matching_refuses_a_tunable_the_module_does_not_read(bench, plugi
         with single_thread(), pytest.raises(ValueError, match=message):
             workspace.victims.get(DATASET, ARCH, suite.chain(name), SEED)
     finally:
-        DEFENSES.unregister(name)
+        unregister(DEFENSES, name)
 
 
 # -- attacks ------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import textwrap
 import pytest
 
 from msbench.registry import DEFENSES, Registry, UnknownPluginError, plugin_scope
+from tests.conftest import registry_scope, unregister
 
 
 def test_lookup_suggests_the_nearest_name():
@@ -70,9 +71,9 @@ def test_reimporting_a_plugin_module_replaces_its_registration():
 def test_a_scope_undoes_its_registrations_and_keeps_earlier_ones():
     registry = Registry("widget")
     registry.register("kept")(int)
-    with registry.scope():
+    with registry_scope(registry):
         registry.register("scoped")(str)
-        registry.unregister("kept")
+        unregister(registry, "kept")
         assert registry.names() == ["scoped"]
     assert registry.names() == ["kept"] and registry.get("kept") is int
 

@@ -29,6 +29,7 @@ from msbench.report.labels import attack_label, defense_label, order_defenses
 from msbench.report.runs import DEFAULT_TOLERANCE
 from msbench.report.tables import all_tables
 from msbench.report.verdict import worst_case
+from tests.conftest import unregister
 from tests.report_fixtures import full_results, full_run, separated_best, significantly_below, suite_json, write_run
 from tests.test_report import parse_number, parse_tables
 
@@ -306,7 +307,7 @@ def test_labels_colours_and_order_come_from_the_plugins(monkeypatch):
         palette = figs.defense_palette(["vanilla", "report_test_defense", "unknown_thing"])
         assert len(set(palette.values())) == 3 and palette["report_test_defense"] in figs.SPARE_COLOURS
     finally:
-        DEFENSES.unregister("report_test_defense")
+        unregister(DEFENSES, "report_test_defense")
     assert attack_label("knockoff") == "KnockoffNets" and attack_label("not_an_attack") == "not_an_attack"
 
 

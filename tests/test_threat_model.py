@@ -14,7 +14,7 @@ from msbench.attacks.base import Attack, AttackContext
 from msbench.oracle import Oracle
 from msbench.registry import ATTACKS, register_attack
 from msbench.training import fit
-from tests.conftest import tiny_suite
+from tests.conftest import registry_scope, tiny_suite
 
 SEEN: dict[str, object] = {}
 PROBE = 20  # images queried to compare the victim's answers across cells
@@ -58,7 +58,7 @@ def hostile(name: str):
 
 @pytest.fixture
 def hostile_attacks():
-    with ATTACKS.scope():
+    with registry_scope(ATTACKS):
         for name, attack in HOSTILE.items():
             register_attack(name)(attack)
         yield

@@ -21,6 +21,7 @@ from msbench.suite import load_suite
 from msbench.timing.cost import chain_cost, defense_cost
 from msbench.timing.measure import cycling, time_calls
 from msbench.timing.stage import time_suite
+from tests.conftest import unregister
 
 PLUGINS = str(Path(__file__).parent / "plugins")
 
@@ -90,7 +91,7 @@ def linear_arch():
     """A one-layer architecture the matrix does not use, so timing must train its own victims."""
     ARCHITECTURES.register("timing-linear")(lambda shape, classes: nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(shape)), classes)))
     yield "timing-linear"
-    ARCHITECTURES.unregister("timing-linear")
+    unregister(ARCHITECTURES, "timing-linear")
 
 
 def write_suite(tmp_path: Path, timing: str = TIMING) -> Path:
