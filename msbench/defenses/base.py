@@ -160,7 +160,10 @@ class OutputDefense(Defense):
         setattr(defended, self.tunable, type(getattr(defended, self.tunable))(value))
 
     def setting(self, defended: nn.Module) -> float:
-        """The value of the tunable setting ``defended`` answers with now."""
+        """The value of the tunable setting ``defended`` answers with now. The runner never reads it
+        (it records the value it gave ``tune``); it is the read-back half of the plugin contract:
+        ``tests/test_contracts.py`` checks that it returns what ``tune`` set, so a plugin that
+        keeps its setting elsewhere overrides both and is checked like the built-in ones."""
         return getattr(defended, self.tunable)
 
 
