@@ -1,12 +1,17 @@
-"""What every executor shares: the job a worker rebuilds its workspace from, and one cell's record.
+"""What every executor shares: the job a worker rebuilds its workspace from, and one cell's record;
+and, for executors with worker processes (pool, ray), the tasks a worker runs and the victim stage.
 
 An executor only decides *where* cells run. Every record is made by ``record_of`` below from a
 ``Workspace`` of the same suite, data root and run directory, so a cell's result does not depend
 on the executor that computed it, and the runner, the only writer of records, stays the same.
+Executors with workers train every victim first, each in exactly one task (``train_victims``), so
+no two workers write one checkpoint; their cell tasks only load victims (``compute_cell``).
 """
 from __future__ import annotations
 
+import os
 import pickle
+import sys
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -14,8 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from msbench.cells import Cell, digest, victim_key
+from msbench.checkpoints import checkpoint_matches
 from msbench.evaluate import run_cell
+from msbench.isolation import isolated
 from msbench.plugin_modules import import_plugins
+from msbench.progress import progress
 from msbench.suite_schema import Suite
 from msbench.workspace import Workspace, resolve_device
 
@@ -58,13 +66,24 @@ class WithPlugins:
         return _with_plugins, (self.plugins, self.folder, _dumps(self.value), None)
 
 
-def _dumps(value: Any) -> bytes:
-    """Pickled as Ray pickles (cloudpickle: a suite's dataset loaders are local functions); plain pickle without Ray."""
+def cloudpickler() -> Any:
+    """cloudpickle (a declared dependency), else Ray's copy of it, else None: a suite's dataset loaders
+    are local functions, which plain pickle cannot send to another process."""
     try:
-        from ray import cloudpickle
+        import cloudpickle
     except ImportError:
-        return pickle.dumps(value)
-    return cloudpickle.dumps(value)
+        try:
+            from ray import cloudpickle
+        except ImportError:
+            return None
+    return cloudpickle
+
+
+def _dumps(value: Any) -> bytes:
+    """Pickled by value where needed (cloudpickle); plain pickle, for what it can, without it.
+    The worker unpickles with plain ``pickle.loads``, which imports the cloudpickle that wrote it."""
+    pickler = cloudpickler()
+    return (pickler or pickle).dumps(value)
 
 
 def _with_plugins(plugins: list[str], folder: Path | None, payload: bytes, make: Callable[..., Any] | None) -> Any:
@@ -151,3 +170,91 @@ def victim_levels(job: Job, cells: Iterable[Cell]) -> list[dict[str, VictimSpec]
             key = victim_key(job.suite, cell.dataset, cell.arch, prefix, cell.seed)
             levels[length - 1].setdefault(key, (cell.dataset, cell.arch, prefix, cell.seed))
     return levels
+
+
+# -- what a worker process runs: the same for every executor that runs the victim stage first ----------
+
+def worker_setup(threads: int) -> None:
+    """Set a worker's torch threads before its workspace records torch's state (so every cell starts
+    from that count), and silence its progress bars, which would interleave in the driver's console."""
+    import torch
+
+    os.environ["MSBENCH_PROGRESS"] = "0"
+    torch.set_num_threads(threads)
+
+
+def train_victim(job: Job, dataset: str, arch: str, chain: list[str], seed: int, threads: int) -> str | None:
+    """Train (or find cached) one victim; returns the error, if any, for the driver to report."""
+    worker_setup(threads)
+    try:
+        ws = workspace(job)
+        with isolated(ws.torch_state, f"victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed}"):
+            ws.victims.get(dataset, arch, chain, seed)
+    except Exception as failure:  # its cells will meet the same error and record it
+        return f"{type(failure).__name__}: {failure}"
+    return None
+
+
+def compute_cell(job: Job, cell: Cell, cell_id: str, threads: int) -> dict[str, Any]:
+    """One cell's record; its victims are loaded, never trained here (the victim stage trained each once,
+    and two workers training one victim at once would write one checkpoint twice)."""
+    worker_setup(threads)
+    ws = workspace(job)
+    ws.victims.trains = False
+    try:
+        return record_of(ws, cell, cell_id)
+    finally:
+        ws.victims.trains = True
+
+
+def call_in_worker(function: Callable[..., Any], threads: int, arguments: tuple[tuple, dict[str, Any]]) -> Any:
+    """A later stage (timing) in a worker, at the workers' thread count."""
+    worker_setup(threads)
+    args, kwargs = arguments
+    return function(*args, **kwargs)
+
+
+Finished = Iterator[tuple[str, "str | None"]]  # (victim key, its error or None), as each victim task ends
+
+
+def train_victims(job: Job, pending: Pending, run_level: Callable[[dict[str, VictimSpec]], Finished],
+                  failures: list[str]) -> dict[str, str]:
+    """The victim stage: train the victims the cells need and have no checkpoint, level by level,
+    each by one task of ``run_level`` (which runs a level's victims and yields each one's outcome);
+    returns the error of each victim that failed, by key, and appends a line per failure to ``failures``.
+
+    A link over a failed victim is not tried: it inherits the error.
+    """
+    levels = victim_levels(job, [cell for cell, _ in pending])
+    missing = [{key: spec for key, spec in level.items() if not checkpoint_matches(job.run_dir / "victims" / f"{key}.pt", key)}
+               for level in levels]  # a corrupt or misplaced checkpoint is no trained victim: its task retrains it
+    failed: dict[str, str] = {}
+    with progress(total=sum(map(len, missing)), desc="victims", unit="victim") as bar:
+        for level in missing:
+            for key, (dataset, arch, chain, seed) in level.items():
+                base = victim_key(job.suite, dataset, arch, chain[:-1], seed) if len(chain) > 1 else None
+                if base in failed:
+                    failed[key] = failed[base]
+            for key, error in run_level({key: spec for key, spec in level.items() if key not in failed}):
+                if error:
+                    dataset, arch, chain, seed = level[key]
+                    failed[key] = error
+                    failures.append(f"victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} failed: {error}")
+                    bar.write(failures[-1], file=sys.stderr)
+                bar.update(1)
+    return failed
+
+
+def over_failed_victims(job: Job, pending: Pending, failed: dict[str, str]) -> tuple[list[dict[str, Any]], Pending]:
+    """Split ``pending``: the records of cells whose victim (or a base of it) failed, each carrying that
+    victim's error without running, and the cells still to compute."""
+    records, rest = [], []
+    for cell, cell_id in pending:
+        chain = job.suite.chain(cell.defense)
+        keys = [victim_key(job.suite, cell.dataset, cell.arch, chain[:n], cell.seed) for n in range(1, len(chain) + 1)]
+        error = next((failed[key] for key in keys if key in failed), None)
+        if error is None:
+            rest.append((cell, cell_id))
+        else:
+            records.append({**cell.__dict__, "cell_id": cell_id, "status": "failed", "error": error, "traceback": error})
+    return records, rest
