@@ -113,7 +113,8 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(inner)}"
     if tp is type(None):
         return "none"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, getattr(tp, "__name__", str(tp)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp,
+            getattr(tp, "__name__", str(tp)))
 
 
 def coerce(value: Any, tp: Any, file: str, key: str) -> Any:
@@ -170,7 +171,8 @@ def coerce(value: Any, tp: Any, file: str, key: str) -> Any:
 
 def unknown_key(file: str, prefix: str, key: str, known: list[str]) -> SuiteError:
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    hint = f"; did you mean '{close[0]}'?" if close else (f"; expected one of: {', '.join(sorted(known))}" if known else "; this table takes no keys")
+    hint = (f"; did you mean '{close[0]}'?" if close
+            else (f"; expected one of: {', '.join(sorted(known))}" if known else "; this table takes no keys"))
     return SuiteError(file, f"{prefix}.{key}" if prefix else key, f"unknown key{hint}")
 
 

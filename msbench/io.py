@@ -87,7 +87,8 @@ class RunLocked(InputError):
     """Another run holds the run directory."""
 
     def __init__(self, run_dir: Path, holder: str):
-        super().__init__(str(run_dir), "", f"in use by another run ({holder}); wait for it to finish or use another --out")
+        super().__init__(str(run_dir), "",
+                         f"in use by another run ({holder}); wait for it to finish or use another --out")
 
 
 class RunLock:

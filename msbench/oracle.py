@@ -47,14 +47,16 @@ def check_probabilities(p: torch.Tensor, tolerance: float = 1e-5) -> None:
     if not torch.isfinite(p).all():
         raise NotProbabilities("the defense answered non-finite values")
     if (p < 0).any() or ((p.sum(dim=1) - 1).abs() > tolerance).any():
-        raise NotProbabilities(f"the defense's answers are not probability vectors (row sums {p.sum(dim=1).min():.6f}..{p.sum(dim=1).max():.6f})")
+        raise NotProbabilities(f"the defense's answers are not probability vectors (row sums "
+                               f"{p.sum(dim=1).min():.6f}..{p.sum(dim=1).max():.6f})")
 
 
 def check_query(x: Any, input_shape: tuple[int, int, int] | None = None) -> None:
     """Raise ``InvalidQuery`` unless ``x`` is a finite float batch (N, C, H, W) of ``input_shape``."""
     expected = f"(N, {', '.join(map(str, input_shape))})" if input_shape else "(N, C, H, W)"
     if not isinstance(x, torch.Tensor):
-        raise InvalidQuery(f"queries must be a torch.Tensor of float images {expected} in [0, 1], got {type(x).__name__}")
+        raise InvalidQuery(f"queries must be a torch.Tensor of float images {expected} in [0, 1], got "
+                           f"{type(x).__name__}")
     if not x.is_floating_point():
         raise InvalidQuery(f"queries must be float images in [0, 1], got dtype {x.dtype}"
                            + (" (divide uint8 images by 255)" if x.dtype == torch.uint8 else ""))
@@ -89,7 +91,8 @@ class Oracle:
     __slots__ = ("_call", "_facts", "_close")
     _SEALED = frozenset({"_call", "_facts", "_close"})
 
-    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], label_mode: LabelMode, budget: int, num_classes: int,
+    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], label_mode: LabelMode, budget: int,
+                 num_classes: int,
                  input_shape: tuple[int, int, int] | None = None, ledger: QueryLedger | None = None,
                  observe: Callable[[torch.Tensor, torch.Tensor], None] | None = None):
         """``observe(queries, probabilities)``, when given, sees every answered batch (before the

@@ -10,8 +10,8 @@ a laptop. Each part of the estimate comes from the best source there is, and the
   architecture on the device (``IMAGE_SECONDS``, measured once on a 2-core CPU for the small CNN and
   ResNet-18; the GPU figures are assumptions), times the defense link's declared ``training_cost``
   (relative to one Vanilla training, the InI paper's Table B.1), and for an attack one clone
-  training on its budget's answers (or the attack's declared ``passes_per_query``). It is a rough floor for multi-round attacks (JBDA, ActiveThief,
-  DFME) and says so.
+  training on its budget's answers (or the attack's declared ``passes_per_query``). It is a rough
+  floor for multi-round attacks (JBDA, ActiveThief, DFME) and says so.
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ IMAGE_SECONDS = {("smallcnn", "cpu"): 12.0 / 60000, ("resnet18", "cpu"): 540.0 /
 takes about 12 s for the small CNN, 9 min for ResNet-18); CUDA: assumed 10x and 100x faster."""
 TRAIN_SIZES = {"mnist": 60000, "fashionmnist": 60000, "kmnist": 60000, "emnist-letters": 124800, "cifar10": 50000,
                "cifar100": 50000, "svhn": 73257, "tinyimagenet": 100000}
-"""Training-split sizes of the built-in datasets (a suite's ``train_subset`` caps them; other datasets: 50,000 assumed)."""
+"""Training-split sizes of the built-in datasets (a suite's ``train_subset`` caps them; other
+datasets: 50,000 assumed)."""
 WARN_SECONDS = 4 * 3600.0
 """``msbench run`` warns before starting a suite whose estimate on its device exceeds this."""
 
@@ -94,7 +95,8 @@ def plan_suite(suite: Suite, out: str | Path | None = None, device: str | None =
     where = str(resolve_device(device or suite.run.device))
     cells = [(cell, cell_key(suite, cell)) for cell in expand(suite)]
     by_id = {key: cell for cell, key in cells}
-    records = {key: record for key, record in _records(run_dir).items()  # as the run will find them: invalid ones recompute
+    # as the run will find them: invalid ones recompute
+    records = {key: record for key, record in _records(run_dir).items()
                if record_problem(record, key, *((by_id[key].__dict__, suite.attacks[by_id[key].attack].config.budget)
                                                 if key in by_id else ())) is None}
     ok = {k for k, r in records.items() if r.get("status") == "ok"}
@@ -106,16 +108,19 @@ def plan_suite(suite: Suite, out: str | Path | None = None, device: str | None =
     for cell, _ in todo:
         chain = resolve_chain(cell.defense)
         for end in range(1, len(chain) + 1):
-            victims.setdefault(victim_key(suite, cell.dataset, cell.arch, chain[:end], cell.seed), (cell.dataset, cell.arch, chain[end - 1]))
+            victims.setdefault(victim_key(suite, cell.dataset, cell.arch, chain[:end], cell.seed),
+                               (cell.dataset, cell.arch, chain[end - 1]))
     to_train = {k: v for k, v in victims.items() if force or k not in checkpoints}
     seconds, sources = 0.0, {"measured": 0, "model": 0}
     for dataset, arch, link in to_train.values():
-        same = [r.get("victim_train_seconds") for r in measured_victims if (r.get("dataset"), r.get("arch")) == (dataset, arch)
+        same = [r.get("victim_train_seconds") for r in measured_victims
+                if (r.get("dataset"), r.get("arch")) == (dataset, arch)
                 and _last_link(r.get("defense", "")) == link]
         value = _mean(same)
         sources["model" if value is None else "measured"] += 1
         if value is None:
-            images = min(suite.subset(dataset, "train") or TRAIN_SIZES.get(dataset, 50000), TRAIN_SIZES.get(dataset, 10 ** 9))
+            images = min(suite.subset(dataset, "train") or TRAIN_SIZES.get(dataset, 50000),
+                         TRAIN_SIZES.get(dataset, 10 ** 9))
             epochs = suite.victim_recipe(dataset, link).epochs
             value = images * epochs * _image_seconds(arch, where) * DEFENSES.get(link).training_cost
         seconds += value
@@ -135,8 +140,8 @@ def plan_suite(suite: Suite, out: str | Path | None = None, device: str | None =
         seconds += value
     basis = [f"victims: {sources['measured']} from this run's records, {sources['model']} from the cost model "
              f"(images x epochs x per-image cost x the defense's declared training_cost)",
-             f"cells: {attack_sources['measured']} from this run's records, {attack_sources['model']} from the cost model "
-             f"(one clone training on the budget's answers: a floor for multi-round attacks)"]
+             f"cells: {attack_sources['measured']} from this run's records, {attack_sources['model']} from the cost "
+             f"model (one clone training on the budget's answers: a floor for multi-round attacks)"]
     if where.startswith("cuda"):
         basis.append("GPU per-image costs are assumptions until measured on the device (benchmarks/gpu_check.sh)")
     return Plan(suite.name, where, len(cells), len(ok & {k for _, k in cells}) if not force else 0,

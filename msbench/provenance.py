@@ -34,7 +34,8 @@ def git_commit(source: Path = SOURCE) -> str:
     if not ((source / ".git").exists() and (source / "pyproject.toml").exists()):
         return ""
     try:
-        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
         if head.returncode != 0:
             return ""
         status = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
@@ -85,4 +86,5 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
 def version_line() -> str:
     """What ``msbench --version`` prints: the version, and the commit when run from a checkout."""
     commit = git_commit()
-    return f"msbench {__version__}" + (f" (git {commit[:12]}{'+dirty' if commit.endswith('+dirty') else ''})" if commit else "")
+    return f"msbench {__version__}" + (f" (git {commit[:12]}{'+dirty' if commit.endswith('+dirty') else ''})"
+                                       if commit else "")

@@ -31,7 +31,8 @@ class UnknownPluginError(KeyError):
 
 
 def _source(obj: object) -> tuple[str | None, str | None]:
-    """(source file, qualified name) of a class or function: what identifies a definition whatever its module is called."""
+    """(source file, qualified name) of a class or function: what identifies a definition whatever its
+    module is called."""
     try:
         path = inspect.getsourcefile(obj)  # type: ignore[arg-type]
     except TypeError:

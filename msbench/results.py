@@ -21,19 +21,25 @@ from msbench.io import write_atomic
 
 log = logging.getLogger("msbench")
 
-RESULT_COLUMNS = ["dataset", "arch", "defense", "setting", "attack", "label_mode", "seed", "budget", "queries", "benign_acc",
+RESULT_COLUMNS = ["dataset", "arch", "defense", "setting", "attack", "label_mode", "seed", "budget", "queries",
+                  "benign_acc",
                   "clone_acc", "relative_perf", "fidelity", "distortion_queries", "distortion_test", "status", "error",
-                  "surrogate", "tuned", "victim_seconds", "victim_train_seconds", "victim_device", "attack_seconds", "notes", "msbench", "git_commit", "torch", "device", "device_model", "threads", "host",
+                  "surrogate", "tuned", "victim_seconds", "victim_train_seconds", "victim_device", "attack_seconds",
+                  "notes", "msbench", "git_commit", "torch", "device", "device_model", "threads", "host",
                   "date", "cell_id",
                   # detection defenses' cells only (docs/methods.md, "Detection defenses"); NaN elsewhere
-                  "attacker_accounts", "flag_queries", "stop_queries", "accounts_needed", "clone_unstopped", "benign_fpr",
+                  "attacker_accounts", "flag_queries", "stop_queries", "accounts_needed", "clone_unstopped",
+                  "benign_fpr",
                   "benign_users", "benign_queries", "monitor_ms"]
 CURVE_COLUMNS = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queries", "clone_acc"]
 _TEXT, _COUNT, _NUMBER = "string", "Int64", "float64"
-RESULT_DTYPES = {**{c: _TEXT for c in RESULT_COLUMNS}, "seed": _COUNT, "budget": _COUNT, "queries": _COUNT, "threads": _COUNT,
-                 **{c: _NUMBER for c in ("setting", "benign_acc", "clone_acc", "relative_perf", "fidelity", "distortion_queries",
+RESULT_DTYPES = {**{c: _TEXT for c in RESULT_COLUMNS}, "seed": _COUNT, "budget": _COUNT, "queries": _COUNT,
+                 "threads": _COUNT,
+                 **{c: _NUMBER for c in ("setting", "benign_acc", "clone_acc", "relative_perf", "fidelity",
+                                         "distortion_queries",
                                     "distortion_test", "victim_seconds", "victim_train_seconds", "attack_seconds",
-                                    "attacker_accounts", "flag_queries", "stop_queries", "accounts_needed", "clone_unstopped",
+                                    "attacker_accounts", "flag_queries", "stop_queries", "accounts_needed",
+                                    "clone_unstopped",
                                     "benign_fpr", "benign_users", "benign_queries", "monitor_ms")}}
 CURVE_DTYPES = {**{c: _TEXT for c in CURVE_COLUMNS}, "seed": _COUNT, "queries": _COUNT, "clone_acc": _NUMBER}
 
@@ -52,7 +58,8 @@ the training time of the victim's whole defense chain (``ini+mad``: InI's and MA
 (``provenance.training_device``), empty when a link's checkpoint predates the field."""
 
 
-def record_problem(record: Any, cell_id: str, cell: dict[str, Any] | None = None, budget: int | None = None) -> str | None:
+def record_problem(record: Any, cell_id: str, cell: dict[str, Any] | None = None,
+                   budget: int | None = None) -> str | None:
     """Why ``record`` is not a valid record of ``cell_id``, or None. With ``cell`` (the cell's identity:
     dataset, arch, defense, attack, label mode, seed, setting) and ``budget`` (its attack's query
     budget), the record must also be that cell's and its numbers possible for it: a record copied from
@@ -82,9 +89,11 @@ def record_problem(record: Any, cell_id: str, cell: dict[str, Any] | None = None
 
 
 def _numbers_problem(record: dict[str, Any], budget: int | None) -> str | None:
-    """Why a finished record's numbers are impossible (percentages out of range, queries outside the budget), or None."""
+    """Why a finished record's numbers are impossible (percentages out of range, queries outside the
+    budget), or None."""
     for point in record["curve"]:
-        if not (isinstance(point, list) and len(point) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+        if not (isinstance(point,
+                           list) and len(point) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                                     for v in point)):
             return f"'curve' should hold [queries, accuracy] pairs, got {point!r}"
         if not (0 <= point[0] <= record["budget"] and math.isfinite(point[1]) and 0 <= point[1] <= 100):
@@ -97,7 +106,8 @@ def _numbers_problem(record: dict[str, Any], budget: int | None) -> str | None:
     if not 0 <= record["queries"] <= record["budget"]:
         return f"'queries' is {record['queries']}, outside [0, budget {record['budget']}]"
     expected = record["clone_acc"] / record["benign_acc"] if record["benign_acc"] else float("nan")
-    if not math.isclose(record["relative_perf"], expected, rel_tol=1e-9) and not (math.isnan(expected) and math.isnan(record["relative_perf"])):
+    if not math.isclose(record["relative_perf"], expected,
+                        rel_tol=1e-9) and not (math.isnan(expected) and math.isnan(record["relative_perf"])):
         return f"'relative_perf' is {record['relative_perf']!r}, expected clone_acc / benign_acc = {expected!r}"
     return None
 

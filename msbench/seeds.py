@@ -34,7 +34,8 @@ def derive_seed(seed: int, purpose: str) -> int:
 def seeded(seed: int) -> Iterator[None]:
     """Run a block on torch's global generators seeded with ``seed``, then restore them as they
     were: what the block draws neither depends on nor changes what was drawn outside it."""
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    devices = (list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized()
+               else [])
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

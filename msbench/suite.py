@@ -58,12 +58,14 @@ def _read_extended(path: Path, extending: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(base_name, str) or not base_name:
         raise SuiteError(file, "extends", f"expected the path of a suite TOML file, got {base_name!r}")
     if "name" not in raw:
-        raise SuiteError(file, "name", "missing: a suite that extends another names itself (its run and report folders)")
+        raise SuiteError(file, "name",
+                         "missing: a suite that extends another names itself (its run and report folders)")
     chain, base = (*extending, path.resolve()), (path.parent / base_name).resolve()
     if base in chain:
         raise SuiteError(file, "extends", f"'{base_name}' extends this file again (a cycle)")
     if len(chain) > MAX_EXTENDS:
-        raise SuiteError(file, "extends", f"the chain of extends from {chain[0]} is more than {MAX_EXTENDS} suites deep; flatten it")
+        raise SuiteError(file, "extends",
+                         f"the chain of extends from {chain[0]} is more than {MAX_EXTENDS} suites deep; flatten it")
     if not base.is_file():
         raise SuiteError(file, "extends", f"no such suite file '{base_name}' (relative to {path.parent})")
     return _merged(_read_extended(base, chain), raw)
@@ -110,7 +112,8 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
     if problems.found and plugins == [] and raw.get("plugins"):  # without its plugins, its names cannot be checked
         problems.raise_any()
     if "matrix" not in raw:
-        problems.raise_any(SuiteError(file, "matrix", "missing table: a suite must name its datasets, archs, defenses and attacks"))
+        problems.raise_any(SuiteError(file, "matrix",
+                                      "missing table: a suite must name its datasets, archs, defenses and attacks"))
     matrix = problems.check(lambda: build(Matrix, raw["matrix"], file, "matrix"))
     if matrix is None:  # everything else is checked against the matrix
         problems.raise_any()
@@ -139,7 +142,8 @@ def parse_suite(raw: dict[str, Any], file: str = "<suite>", path: Path | None = 
     if used_defenses is None:  # unknown plugin names: their settings cannot be read
         problems.raise_any()
     defenses = problems.check(lambda: _plugin_settings(raw, "defenses", DEFENSES, used_defenses, victim, file), {})
-    attacks = problems.check(lambda: _plugin_settings(raw, "attacks", ATTACKS, {a.lower() for a in matrix.attacks}, clone, file), {})
+    attacks = problems.check(lambda: _plugin_settings(raw, "attacks", ATTACKS, {a.lower() for a in matrix.attacks},
+                                                      clone, file), {})
     if set(matrix.datasets) <= set(specs):
         problems.check(lambda: _check_roles(matrix, dataset_options, specs, spec_of, file))
     extra = {section: problems.check(lambda: build(cls, table(raw, section, file), file, section), cls())
@@ -164,11 +168,13 @@ def _plugins(raw: dict[str, Any], file: str, path: Path | None) -> list[str]:
         try:
             import_plugins([module], path.parent if path else None)
         except Exception as failure:  # a plugin may fail to import in any way: name it, not a traceback
-            raise SuiteError(file, f"plugins[{i}]", f"cannot import plugin '{module}' ({type(failure).__name__}: {failure})") from None
+            raise SuiteError(file, f"plugins[{i}]",
+                             f"cannot import plugin '{module}' ({type(failure).__name__}: {failure})") from None
     return plugins
 
 
-def _datasets(raw: dict[str, Any], victim: Recipe, specs: dict[str, DatasetSpec], file: str) -> dict[str, DatasetOptions]:
+def _datasets(raw: dict[str, Any], victim: Recipe, specs: dict[str, DatasetSpec],
+              file: str) -> dict[str, DatasetOptions]:
     """``[datasets.<name>]``: per-dataset options; a table with ``format`` adds its file dataset to ``specs``."""
     options_of: dict[str, DatasetOptions] = {}
     for name, entry in table(raw, "datasets", file).items():
@@ -211,7 +217,8 @@ def _check_matrix(matrix: Matrix, file: str) -> set[str]:
     for key in ("datasets", "archs", "defenses", "attacks", "label_modes", "seeds"):
         if not getattr(matrix, key):
             raise SuiteError(file, f"matrix.{key}", "expected a non-empty list")
-        check_unique([v.replace(" ", "") if isinstance(v, str) else v for v in getattr(matrix, key)], file, f"matrix.{key}")
+        check_unique([v.replace(" ", "") if isinstance(v, str) else v for v in getattr(matrix, key)], file,
+                     f"matrix.{key}")
     for i, seed in enumerate(matrix.seeds):
         if seed < 0:
             raise SuiteError(file, f"matrix.seeds[{i}]", f"expected a non-negative integer, got {seed}")
@@ -241,7 +248,8 @@ def _plugin_settings(raw: dict[str, Any], section: str, registry: Registry, used
     for name in used | {n.lower() for n in tables}:
         entry = dict(tables.get(name, {}))
         key = f"{section}.{name}"
-        own_recipe = build(Recipe, table_value(entry.pop("recipe", {}), file, f"{key}.recipe"), file, f"{key}.recipe", base=recipe)
+        own_recipe = build(Recipe, table_value(entry.pop("recipe", {}), file, f"{key}.recipe"), file, f"{key}.recipe",
+                           base=recipe)
         check_recipe(own_recipe, file, f"{key}.recipe")
         settings[name] = PluginSettings(plugin_config(registry, name, entry, file, key), own_recipe)
     return settings
@@ -272,5 +280,6 @@ def _name(raw: dict[str, Any], file: str, path: Path | None) -> str:
     return name
 
 
-__all__ = ["Suite", "SuiteError", "Matrix", "RunOptions", "DatasetOptions", "PluginSettings", "load_suite", "parse_suite",
+__all__ = ["Suite", "SuiteError", "Matrix", "RunOptions", "DatasetOptions", "PluginSettings", "load_suite",
+           "parse_suite",
            "check_data", "device_problem", "plugin_config", "default_data_root", "EXTRA_SECTIONS"]

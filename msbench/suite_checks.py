@@ -28,7 +28,8 @@ def device_problem(name: str) -> str | None:
 
 
 def check_run(run: RunOptions, file: str) -> None:
-    """The ``[run]`` table's values: a device msbench knows, subsets, a validation fraction that ``match_benign`` can tune on."""
+    """The ``[run]`` table's values: a device msbench knows, subsets, a validation fraction that
+    ``match_benign`` can tune on."""
     problem = device_problem(run.device)
     if problem:
         raise SuiteError(file, "run.device", problem)
@@ -38,7 +39,8 @@ def check_run(run: RunOptions, file: str) -> None:
         raise SuiteError(file, "run.val_fraction", f"expected a fraction in [0, 1), got {run.val_fraction}")
     if run.match_benign is not None:
         if not (math.isfinite(run.match_benign) and run.match_benign >= 0):
-            raise SuiteError(file, "run.match_benign", f"expected a finite number of points >= 0, got {run.match_benign}")
+            raise SuiteError(file, "run.match_benign",
+                             f"expected a finite number of points >= 0, got {run.match_benign}")
         if run.val_fraction == 0:
             raise SuiteError(file, "run.val_fraction", "expected > 0: run.match_benign tunes on the validation split")
 
@@ -55,7 +57,8 @@ def check_unique(values: list[Any], file: str, key: str) -> None:
     for i, value in enumerate(values):
         normal = value.lower() if isinstance(value, str) else value
         if normal in seen:
-            raise SuiteError(file, f"{key}[{i}]", f"{value!r} is listed twice (also {key}[{seen[normal]}]); expected each once")
+            raise SuiteError(file, f"{key}[{i}]",
+                             f"{value!r} is listed twice (also {key}[{seen[normal]}]); expected each once")
         seen[normal] = i
 
 
@@ -89,13 +92,15 @@ def check_recipe(recipe: Recipe, file: str, key: str) -> None:
     for name, low, strict in (("lr", 0, True), ("gamma", 0, True), ("momentum", 0, False), ("weight_decay", 0, False)):
         value = getattr(recipe, name)
         if not math.isfinite(value) or value < low or (strict and value == low):
-            raise SuiteError(file, f"{key}.{name}", f"expected a finite number {'>' if strict else '>='} {low}, got {value}")
+            raise SuiteError(file, f"{key}.{name}",
+                             f"expected a finite number {'>' if strict else '>='} {low}, got {value}")
 
 
 def file_spec(name: str, options: DatasetOptions, file: str, key: str) -> DatasetSpec:
     """The spec of a dataset a suite defines from files (``format``, ``like``, its splits' paths)."""
     if not options.like:
-        raise SuiteError(file, f"{key}.like", "a file dataset needs 'like': the registered dataset whose shape and normalisation it shares")
+        raise SuiteError(file, f"{key}.like",
+                         "a file dataset needs 'like': the registered dataset whose shape and normalisation it shares")
     try:
         DATASETS.get(options.like)
     except UnknownPluginError as unknown:
@@ -109,11 +114,14 @@ def file_spec(name: str, options: DatasetOptions, file: str, key: str) -> Datase
         if options.format == "npz" and not isinstance(files, str):
             raise SuiteError(file, f"{key}.{split}", "expected the path of an .npz file")
         if options.format == "idx" and not (isinstance(files, dict) and isinstance(files.get("images"), str)):
-            raise SuiteError(file, f"{key}.{split}", "expected a table {images = \"...\", labels = \"...\"} of IDX paths")
-    return file_dataset(name, options.format, options.like, options.train, options.test, options.num_classes, options.note)
+            raise SuiteError(file, f"{key}.{split}",
+                             "expected a table {images = \"...\", labels = \"...\"} of IDX paths")
+    return file_dataset(name, options.format, options.like, options.train, options.test, options.num_classes,
+                        options.note)
 
 
-def union_specs(options_of: dict[str, DatasetOptions], specs: dict[str, DatasetSpec], spec_of: Callable[[str, str], DatasetSpec],
+def union_specs(options_of: dict[str, DatasetOptions], specs: dict[str, DatasetSpec],
+                spec_of: Callable[[str, str], DatasetSpec],
             file: str) -> None:
     """``[datasets.<name>] union = [...]``: each union's spec from its members (known datasets of one
     shape, a union defined above it included), added to ``specs``."""
@@ -133,7 +141,8 @@ def union_specs(options_of: dict[str, DatasetOptions], specs: dict[str, DatasetS
             members.append(spec_of(member, f"{key}[{i}]"))
             if members[-1].shape != members[0].shape:
                 raise SuiteError(file, f"{key}[{i}]", f"'{member}' has images of shape {members[-1].shape}, "
-                                                      f"'{members[0].name}' {members[0].shape}: a union's members share one shape")
+                                                      f"'{members[0].name}' {members[0].shape}: a union's members "
+                                                      f"share one shape")
         specs[name] = union_dataset(name, members, options.note)
 
 

@@ -24,7 +24,8 @@ def check_data(suite: Suite, root: Path) -> None:
     missing; whatever is still missing is one error listing every dataset, its splits and what needs it."""
     needed: list[tuple[str, str, str]] = []
     for dataset in suite.matrix.datasets:
-        needed += [(dataset, "train", f"matrix.datasets ({dataset})"), (dataset, "test", f"matrix.datasets ({dataset})")]
+        needed += [(dataset, "train", f"matrix.datasets ({dataset})"),
+                   (dataset, "test", f"matrix.datasets ({dataset})")]
         roles_used = set()
         for composition in suite.matrix.defenses:
             for name in resolve_chain(composition):
@@ -34,7 +35,8 @@ def check_data(suite: Suite, root: Path) -> None:
         for role in sorted(roles_used):
             other = suite.role(dataset, role)
             if other is None:
-                raise SuiteError(str(suite.path), f"datasets.{dataset}.{role}", "this suite's plugins need this role dataset; none is set")
+                raise SuiteError(str(suite.path), f"datasets.{dataset}.{role}",
+                                 "this suite's plugins need this role dataset; none is set")
             needed.append((other, "train", f"datasets.{dataset}.{role}"))
     missing = _look(suite, root, needed, offline=True)  # every split as it is on disk: nothing fetched or created
     if missing and downloads_allowed() and root.is_dir():
@@ -48,7 +50,8 @@ def check_data(suite: Suite, root: Path) -> None:
         where = f"{root} (no such folder: nothing was downloaded or created)" if not root.is_dir() else str(root)
         listing = "; ".join(f"{name} {' and '.join(e['splits'])} (for {', '.join(e['keys'])}: {e['why']})"
                             for name, e in names.items())
-        raise SuiteError(str(suite.path), "data", f"{len(names)} dataset{'s' if len(names) > 1 else ''} missing under {where}: "
+        raise SuiteError(str(suite.path), "data",
+                         f"{len(names)} dataset{'s' if len(names) > 1 else ''} missing under {where}: "
                                                   f"{listing}")
     _check_benign_streams(suite, root)
 
@@ -65,10 +68,12 @@ def _check_benign_streams(suite: Suite, root: Path) -> None:
             size = min(full, suite.subset(dataset, "test") or full)
             if queries > size:
                 raise SuiteError(str(suite.path), f"defenses.{name}.benign_queries",
-                                 f"{queries} queries per benign user is longer than {dataset}'s test split ({size} images)")
+                                 f"{queries} queries per benign user is longer than {dataset}'s test split ({size} "
+                                 f"images)")
 
 
-def _look(suite: Suite, root: Path, needed: list[tuple[str, str, str]], offline: bool) -> list[tuple[str, str, str, str]]:
+def _look(suite: Suite, root: Path, needed: list[tuple[str, str, str]],
+          offline: bool) -> list[tuple[str, str, str, str]]:
     """Load each needed split (with downloads off when ``offline``); the missing ones as (name, split, key, why).
     A file that exists but is unusable is an error at once, naming the file."""
     missing = []
@@ -79,7 +84,9 @@ def _look(suite: Suite, root: Path, needed: list[tuple[str, str, str]], offline:
         except MissingDataError as absent:
             missing.append((name, split, key, str(absent)))
         except DataError as bad:  # name the data file first, then where the suite asks for it
-            raise DataError(bad.file, bad.key, f"{bad.message} ({name} {split} split, read for {key} of {suite.path})") from None
+            raise DataError(bad.file, bad.key,
+                            f"{bad.message} ({name} {split} split, read for {key} of {suite.path})") from None
         except OSError as failure:
-            raise SuiteError(str(suite.path), key, f"{name}: cannot read {failure.filename or 'its files'} ({failure.strerror})") from None
+            raise SuiteError(str(suite.path), key,
+                             f"{name}: cannot read {failure.filename or 'its files'} ({failure.strerror})") from None
     return missing

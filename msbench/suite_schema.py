@@ -108,7 +108,8 @@ class Suite:
         return {
             "name": self.name, "description": self.description, "matrix": as_dict(self.matrix),
             "run": as_dict(self.run), "victim": as_dict(self.victim), "clone": as_dict(self.clone),
-            "defenses": {k: {"config": as_dict(v.config), "recipe": as_dict(v.recipe)} for k, v in self.defenses.items()},
+            "defenses": {k: {"config": as_dict(v.config), "recipe": as_dict(v.recipe)} for k,
+                         v in self.defenses.items()},
             "attacks": {k: {"config": as_dict(v.config), "recipe": as_dict(v.recipe)} for k, v in self.attacks.items()},
             "datasets": {k: as_dict(v) for k, v in self.datasets.items()}, "plugins": self.plugins,
             "file": str(self.path),  # as given (relative where it was): where the report looks for the plugins

@@ -2,10 +2,11 @@
 the one benign matching picks, so clone accuracy can be plotted against benign accuracy and
 distortion along each defense's knob (ModelGuard's and GRAD^2's methodology).
 
-A suite asks for it with a ``[sweep]`` table (docs/suites.md); ``msbench.suite`` reads the table into ``SweepOptions``. Each swept value is one more cell
-per (dataset, arch, attack, label mode, seed) with ``setting`` set; its victim is the composition's
-trained victim (trained and cached once) with the tunable set to that value, so a sweep costs
-attacks, not victim training. Swept cells are kept apart from the matched ones in the report.
+A suite asks for it with a ``[sweep]`` table (docs/suites.md); ``msbench.suite`` reads the table
+into ``SweepOptions``. Each swept value is one more cell per (dataset, arch, attack, label mode,
+seed) with ``setting`` set; its victim is the composition's trained victim (trained and cached
+once) with the tunable set to that value, so a sweep costs attacks, not victim training. Swept
+cells are kept apart from the matched ones in the report.
 """
 from __future__ import annotations
 
@@ -31,26 +32,32 @@ class SweepOptions:
     grid: dict[str, list[float]] = field(default_factory=dict)  # values per defense name; default: its tunable_grid
 
     def validate(self, suite: "Suite") -> None:
-        """Check the table against the suite's matrix and each swept defense's config; raises SuiteError naming ``sweep.<key>``."""
+        """Check the table against the suite's matrix and each swept defense's config; raises SuiteError
+        naming ``sweep.<key>``."""
         file = str(suite.path)
         matrix = [c.lower() for c in suite.matrix.defenses]
         for i, composition in enumerate(self.defenses):
             key = f"sweep.defenses[{i}]"
             if composition.lower() not in matrix:
-                raise SuiteError(file, key, f"expected a composition of matrix.defenses ({', '.join(matrix)}), got '{composition}'")
+                raise SuiteError(file, key, f"expected a composition of matrix.defenses ({', '.join(matrix)}), "
+                                            f"got '{composition}'")
             last = DEFENSES.get(suite.chain(composition)[-1])
             if not issubclass(last, OutputDefense) or not last.tunable:
-                raise SuiteError(file, key, f"'{composition}' ends in '{last.registered_name}', which has no tunable setting to sweep")
+                raise SuiteError(file, key, f"'{composition}' ends in '{last.registered_name}', which has no "
+                                            f"tunable setting to sweep")
         for name, values in (("datasets", self.datasets), ("attacks", self.attacks), ("label_modes", self.label_modes)):
             allowed = [str(v).lower() for v in getattr(suite.matrix, name)]
             for i, value in enumerate(values or []):
                 if str(value).lower() not in allowed:
-                    raise SuiteError(file, f"sweep.{name}[{i}]", f"expected one of the matrix's {name} ({', '.join(allowed)}), got '{value}'")
+                    raise SuiteError(file, f"sweep.{name}[{i}]",
+                                     f"expected one of the matrix's {name} ({', '.join(allowed)}), got '{value}'")
         swept = {suite.chain(c)[-1] for c in self.defenses}
         for name, values in self.grid.items():
             if name.lower() not in swept:
-                raise SuiteError(file, f"sweep.grid.{name}", f"expected the name of a swept defense ({', '.join(sorted(swept))})")
-            if not isinstance(values, list) or not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise SuiteError(file, f"sweep.grid.{name}",
+                                 f"expected the name of a swept defense ({', '.join(sorted(swept))})")
+            if not isinstance(values, list) or not values or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 raise SuiteError(file, f"sweep.grid.{name}", f"expected a non-empty list of numbers, got {values!r}")
             defense = DEFENSES.get(name)
             for j, value in enumerate(values):

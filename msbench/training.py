@@ -64,7 +64,8 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator | None 
     dy, dx = torch.randint(0, 9, (2, n), generator=generator)
     rows = (torch.arange(h).view(1, h) + dy.view(n, 1)).to(x.device)
     cols = (torch.arange(w).view(1, w) + dx.view(n, 1)).to(x.device)
-    return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1), torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1),
+    return padded[torch.arange(n, device=x.device).view(n, 1, 1, 1),
+                  torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1),
                   rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
 
 
@@ -84,7 +85,8 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
-def _recipe_optimizer(params: Iterable[nn.Parameter], recipe: Recipe) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def _recipe_optimizer(params: Iterable[nn.Parameter],
+                      recipe: Recipe) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """SGD and the learning-rate schedule ``recipe`` names, over ``params``."""
     optimizer = torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
     if recipe.schedule == "step":
@@ -118,14 +120,16 @@ class Optimiser:
                       milestones: Sequence[int] = (), gamma: float = 1.0, desc: str = "train") -> "Optimiser":
         """SGD whose learning rate is multiplied by ``gamma`` at each milestone epoch (none: constant)."""
         optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-        return cls(optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma) if milestones else None, desc)
+        return cls(optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma) if milestones
+                   else None, desc)
 
     @classmethod
     def adam(cls, params: Iterable[nn.Parameter], lr: float, milestones: Sequence[int] = (), gamma: float = 1.0,
              desc: str = "train") -> "Optimiser":
         """Adam whose learning rate is multiplied by ``gamma`` at each milestone epoch (none: constant)."""
         optimizer = torch.optim.Adam(params, lr=lr)
-        return cls(optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma) if milestones else None, desc)
+        return cls(optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, list(milestones), gamma) if milestones
+                   else None, desc)
 
     def check(self, values: Mapping[str, float]) -> None:
         """Stop at a non-finite objective, naming it, rather than letting NaN weights reach a cached model."""
@@ -233,8 +237,8 @@ def train_loop(step: Callable[[Any], Mapping[str, torch.Tensor | float]], batche
         module.eval()
 
 
-def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, recipe: Recipe, *, device: torch.device | str = "cpu",
-        seed: int = 0, augment: str = "none", desc: str = "train",
+def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, recipe: Recipe, *,
+        device: torch.device | str = "cpu", seed: int = 0, augment: str = "none", desc: str = "train",
         on_epoch: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
     """Train ``model`` on uint8 or float ``images`` with integer labels or probability targets.
 
@@ -264,8 +268,8 @@ def fit(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, recipe: R
 
 
 @torch.no_grad()
-def predict_labels(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device | str = "cpu",
-                   batch_size: int = 512) -> torch.Tensor:
+def predict_labels(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                   device: torch.device | str = "cpu", batch_size: int = 512) -> torch.Tensor:
     """Top-1 labels of any callable returning logits or probabilities, over uint8 images."""
     labels = []
     for start in range(0, len(images), batch_size):

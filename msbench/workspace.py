@@ -106,7 +106,8 @@ class Workspace:
         splits = self.splits(dataset)
         recipe = self.suite.victim_recipe(dataset, defense)
         declared = DEFENSES.get(defense).roles
-        roles = {role: (lambda role=role: self.role_data(dataset, role)) for role in declared if self.suite.role(dataset, role)}
+        roles = {role: (lambda role=role: self.role_data(dataset,
+                                                         role)) for role in declared if self.suite.role(dataset, role)}
         augment = spec.augment if recipe.augment == "auto" else recipe.augment
         return VictimContext(spec, arch, splits.train, splits.val, recipe, self.device, seed, roles,
                              self.model_factory(dataset, arch), augment)

@@ -40,7 +40,8 @@ Strategy = Literal["entropy", "kcenter", "random"]  # the module docstring descr
 
 
 @torch.no_grad()
-def clone_probabilities(clone: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
+def clone_probabilities(clone: nn.Module, images: torch.Tensor, device: torch.device,
+                        batch_size: int = 1024) -> torch.Tensor:
     clone.eval()
     return torch.cat([torch.softmax(clone(images[s:s + batch_size].to(device).float().div(255.0)), dim=1).cpu()
                       for s in range(0, len(images), batch_size)])
@@ -111,7 +112,8 @@ class ActiveThief(Attack):
         images = pool.images[order]
         budget = min(config.budget, len(images), oracle.remaining)
         if budget < config.budget:
-            ctx.notes["budget_capped"] = f"pool of {len(images)} images or {oracle.remaining} queries left; used {budget}"
+            ctx.notes["budget_capped"] = (f"pool of {len(images)} images or {oracle.remaining} queries left; "
+                                          f"used {budget}")
         sizes = round_sizes(budget, config.initial_fraction, config.rounds)
         picker = torch.Generator().manual_seed(ctx.seed_for("activethief.picks"))  # the random strategy's draws
         labelled = torch.arange(sizes[0])  # the pool is already shuffled: its first images are a random set
@@ -140,11 +142,13 @@ class ActiveThief(Attack):
         ctx.notes["strategy"] = config.strategy
         return clone
 
-    def train(self, images: torch.Tensor, answers: torch.Tensor, oracle: Oracle, ctx: AttackContext, round_: int) -> nn.Module:
+    def train(self, images: torch.Tensor, answers: torch.Tensor, oracle: Oracle, ctx: AttackContext,
+              round_: int) -> nn.Module:
         """A fresh clone on every answer so far, reported for the budget curve. Every round's clone
         starts from the same initialisation and shuffle stream (as KnockoffNets' budget-curve
         clones do), so rounds differ only in the queries they were trained on."""
-        clone = fit(ctx.new_clone(), images, training_targets(answers, oracle.label_mode), ctx.recipe, device=ctx.device,
+        clone = fit(ctx.new_clone(), images, training_targets(answers, oracle.label_mode), ctx.recipe,
+                    device=ctx.device,
                     seed=ctx.seed_for("activethief.train"), desc=f"activethief round {round_} ({len(images)} queries)")
         ctx.report(oracle.queries, clone)
         return clone

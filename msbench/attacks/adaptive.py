@@ -84,7 +84,8 @@ class Adaptive(Attack):
     @staticmethod
     def check_config(config: Any) -> tuple[str, str] | None:
         if config.base not in ATTACKS.names() or issubclass(ATTACKS.get(config.base), Adaptive):
-            return "base", f"expected a battery attack to wrap ({', '.join(n for n in ATTACKS.names() if not issubclass(ATTACKS.get(n), Adaptive))}), got {config.base!r}"
+            battery = ", ".join(n for n in ATTACKS.names() if not issubclass(ATTACKS.get(n), Adaptive))
+            return "base", f"expected a battery attack to wrap ({battery}), got {config.base!r}"
         try:
             base_type = ATTACKS.get(config.base)
             base_type(build(base_type.Config, dict(config.base_settings), "", ""))

@@ -70,7 +70,8 @@ class Attack:
     paper_order: ClassVar[int | None] = None  # position in the InI paper's tables; None = not the paper's
     spends_budget: ClassVar[bool] = False  # True: asks exactly ``budget`` queries whenever its query data allows
     contract_settings: ClassVar[dict[str, Any]] = {}  # [attacks.NAME] values for tests/test_contracts.py (test size)
-    learns_at_test_size: ClassVar[bool] = True  # False: needs paper-scale budgets to learn (the contract checks its budget only)
+    # False: needs paper-scale budgets to learn (the contract checks its budget only)
+    learns_at_test_size: ClassVar[bool] = True
     # For the run plan's cost model (``msbench plan``) where no record measured it: training passes
     # over its queries' images (None: the clone recipe's epochs, one clone trained on the answers).
     passes_per_query: ClassVar[float | None] = None

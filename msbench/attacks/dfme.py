@@ -77,7 +77,8 @@ class Generator(nn.Module):
         self.start = (max(1, math.ceil(height / 4)), max(1, math.ceil(width / 4)))
         self.project = nn.Linear(nz, 2 * ngf * self.start[0] * self.start[1])
         self.bn0 = nn.BatchNorm2d(2 * ngf)
-        self.block1 = nn.Sequential(nn.Conv2d(2 * ngf, 2 * ngf, 3, padding=1), nn.BatchNorm2d(2 * ngf), nn.LeakyReLU(0.2))
+        self.block1 = nn.Sequential(nn.Conv2d(2 * ngf, 2 * ngf, 3, padding=1), nn.BatchNorm2d(2 * ngf),
+                                    nn.LeakyReLU(0.2))
         self.block2 = nn.Sequential(nn.Conv2d(2 * ngf, ngf, 3, padding=1), nn.BatchNorm2d(ngf), nn.LeakyReLU(0.2),
                                     nn.Conv2d(ngf, channels, 3, padding=1), nn.BatchNorm2d(channels, affine=False))
 
@@ -123,7 +124,7 @@ def forward_difference_gradient(loss: Callable[[torch.Tensor], torch.Tensor], x:
 
 @register_attack("dfme")
 class DFME(Attack):
-    """DFME: a generator and the clone in a min-max game on their disagreement, victim gradients by forward differences."""
+    """DFME: generator and clone in a min-max game on their disagreement, victim gradients by forward differences."""
 
     label = "DFME"
     roles = ()
@@ -143,7 +144,8 @@ class DFME(Attack):
         ngf: int = 64
         lr_clone: float = 0.1
         lr_generator: float = 1e-4
-        milestones: list[float] = field(default_factory=lambda: list(MILESTONES))  # fractions of the iterations: x0.3 each
+        # fractions of the iterations: x0.3 each
+        milestones: list[float] = field(default_factory=lambda: list(MILESTONES))
         decay_after: int = 0  # no learning-rate decay before this iteration (0: the official fractions as they fall)
         report_every: int = 0  # queries between reported clones for budget curves; 0: the end only
 
@@ -158,7 +160,8 @@ class DFME(Attack):
             if not getattr(config, key) > 0:
                 return key, f"expected a positive number, got {getattr(config, key)}"
         if any(not 0 < f < 1 for f in config.milestones) or list(config.milestones) != sorted(set(config.milestones)):
-            return "milestones", f"expected increasing fractions of the run strictly between 0 and 1, got {list(config.milestones)}"
+            return "milestones", (f"expected increasing fractions of the run strictly between 0 and 1, "
+                                  f"got {list(config.milestones)}")
         if config.decay_after < 0:
             return "decay_after", f"expected a non-negative number of iterations, got {config.decay_after}"
         cost = (config.generator_steps * (config.directions + 1) + config.clone_steps) * config.batch_size
@@ -181,20 +184,24 @@ class DFME(Attack):
         cost = self.iteration_cost()
         iterations = min(config.budget, oracle.remaining) // cost
         if iterations == 0:
-            raise ValueError(f"dfme: one iteration costs {cost} queries; the budget is {min(config.budget, oracle.remaining)}")
+            raise ValueError(f"dfme: one iteration costs {cost} queries; the budget is "
+                             f"{min(config.budget, oracle.remaining)}")
         ctx.notes["iterations"] = iterations
         if iterations * cost < config.budget:
             ctx.notes["unspent"] = f"{config.budget - iterations * cost} queries unspent (an iteration costs {cost})"
         if oracle.label_mode == "hard":
-            ctx.notes["hard_labels"] = "DFME needs probabilities; on one-hot answers its generator gets almost no signal"
+            ctx.notes["hard_labels"] = ("DFME needs probabilities; on one-hot answers its generator gets almost "
+                                        "no signal")
         clone = ctx.new_clone().to(device)
         if ctx.input_shape is None:
             raise ValueError("dfme: the attack context gives no input shape for the generator's images")
         shape = ctx.input_shape
-        generator_net = build_seeded(lambda: Generator(shape, config.nz, config.ngf), ctx.seed_for("dfme.generator")).to(device)
+        generator_net = build_seeded(lambda: Generator(shape, config.nz, config.ngf),
+                                     ctx.seed_for("dfme.generator")).to(device)
         milestones = self.schedule(iterations)
         ctx.notes["lr_decays_at"] = milestones
-        clone_opt = Optimiser.milestone_sgd(clone.parameters(), config.lr_clone, 0.9, 5e-4, milestones, LR_SCALE, "dfme clone")
+        clone_opt = Optimiser.milestone_sgd(clone.parameters(), config.lr_clone, 0.9, 5e-4, milestones, LR_SCALE,
+                                            "dfme clone")
         # the generator's schedule only where it steps (a schedule stepped before its optimiser warns)
         gen_opt = Optimiser.adam(generator_net.parameters(), config.lr_generator,
                                  milestones if config.generator_steps > 0 else (), LR_SCALE, "dfme generator")

@@ -40,7 +40,8 @@ from msbench.oracle import Oracle
 from msbench.registry import register_attack
 from msbench.training import fit
 
-Direction = Literal["logit", "ce"]  # the label's logit (InI, AM code), or minus the cross-entropy (prediction-poisoning code)
+# the label's logit (InI, AM code), or minus the cross-entropy (prediction-poisoning code)
+Direction = Literal["logit", "ce"]
 StepUnits = Literal["normalised", "pixel"]  # a step in the normalised input (InI code), or in [0, 1] pixels
 Relabel = Literal["new", "all"]  # label each point once, or relabel every point each round (InI code)
 
@@ -66,12 +67,14 @@ def jacobian_step(clone: nn.Module, x: torch.Tensor, labels: torch.Tensor, step:
     return moved.clamp(0.0, 1.0) if clip else moved
 
 
-def augment(clone: nn.Module, points: torch.Tensor, labels: torch.Tensor, step: float | torch.Tensor, direction: Direction,
+def augment(clone: nn.Module, points: torch.Tensor, labels: torch.Tensor, step: float | torch.Tensor,
+            direction: Direction,
             clip: bool, device: torch.device | str = "cpu", batch_size: int = 512) -> torch.Tensor:
     """The new points of one augmentation round, in batches; returned on the CPU."""
     clone.eval()
     step = step.to(device) if isinstance(step, torch.Tensor) else step
-    moved = [jacobian_step(clone, points[start:start + batch_size].to(device), labels[start:start + batch_size].to(device),
+    moved = [jacobian_step(clone, points[start:start + batch_size].to(device),
+                           labels[start:start + batch_size].to(device),
                            step, direction, clip).cpu()
              for start in range(0, len(points), batch_size)]
     return torch.cat(moved)
@@ -142,18 +145,21 @@ class JBDA(Attack):
         last_round = False
         for round_ in range(1, config.rounds + 1):
             fit(clone, points, training_targets(answers, oracle.label_mode), recipe, device=ctx.device,
-                seed=ctx.seed_for(f"jbda.train.round{round_}"), desc=f"jbda round {round_}/{config.rounds} ({len(points)} points)")
+                seed=ctx.seed_for(f"jbda.train.round{round_}"),
+                desc=f"jbda round {round_}/{config.rounds} ({len(points)} points)")
             ctx.report(oracle.queries, clone)
             if round_ == config.rounds or last_round:
                 break
             grow = self._growth(len(points), oracle.remaining)
             if grow < len(points):
-                notes["budget_capped"] = (f"budget {oracle.budget} reached: after round {round_}, {grow} of {len(points)} "
-                                          f"points augmented ({config.relabel} relabelled), no further rounds")
+                notes["budget_capped"] = (f"budget {oracle.budget} reached: after round {round_}, {grow} of "
+                                          f"{len(points)} points augmented ({config.relabel} relabelled), no further "
+                                          f"rounds")
                 last_round = True
             if grow == 0:
                 break
-            new = augment(clone, points[:grow], answers[:grow].argmax(dim=1), step, config.direction, config.clip, ctx.device)
+            new = augment(clone, points[:grow], answers[:grow].argmax(dim=1), step, config.direction, config.clip,
+                          ctx.device)
             if config.relabel == "all":
                 points = torch.cat([points, new])
                 answers = oracle_targets(oracle, points, ctx.device)

@@ -34,14 +34,16 @@ class KnockoffNets(Attack):
         budget = min(self.config.budget, len(pool), oracle.remaining)
         if budget < self.config.budget:
             ctx.notes["budget_capped"] = f"surrogate set has {len(pool)} images; used {budget}"
-        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed_for("knockoff.queries")))[:budget]
+        order = torch.randperm(len(pool),
+                               generator=torch.Generator().manual_seed(ctx.seed_for("knockoff.queries")))[:budget]
         queries = pool.images[order]
         targets = training_targets(oracle_targets(oracle, queries, ctx.device), oracle.label_mode)
         for size in sorted(s for s in self.config.curve if s < budget):
             clone = fit(ctx.new_clone(), queries[:size], targets[:size], ctx.recipe, device=ctx.device,
                         seed=ctx.seed_for("knockoff.train"), desc=f"knockoff clone @{size}")
             ctx.report(size, clone)
-        clone = fit(ctx.new_clone(), queries, targets, ctx.recipe, device=ctx.device, seed=ctx.seed_for("knockoff.train"),
+        clone = fit(ctx.new_clone(), queries, targets, ctx.recipe, device=ctx.device,
+                    seed=ctx.seed_for("knockoff.train"),
                     desc=f"knockoff clone ({oracle.label_mode})")
         ctx.report(budget, clone)
         return clone

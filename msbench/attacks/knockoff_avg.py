@@ -45,7 +45,8 @@ from msbench.training import fit
 
 
 DEGREES, TRANSLATE, SCALE, SHEAR, JITTER = 15.0, 0.1, (0.9, 1.0), 0.1, 0.1
-"""The InI code's RandomAffine(DEGREES, translate=(TRANSLATE, TRANSLATE), scale=SCALE, shear=SHEAR) and ColorJitter(JITTER x 4)."""
+"""The InI code's RandomAffine(DEGREES, translate=(TRANSLATE, TRANSLATE), scale=SCALE, shear=SHEAR) and
+ColorJitter(JITTER x 4)."""
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,16 @@ class AffineDraw:
         between = lambda r, lo, hi: lo + (hi - lo) * r  # noqa: E731
         order = tuple(torch.randperm(4, generator=generator).tolist())
         return cls(between(u[0], -DEGREES, DEGREES),
-                   (round(between(u[1], -TRANSLATE * width, TRANSLATE * width)), round(between(u[2], -TRANSLATE * height, TRANSLATE * height))),
+                   (round(between(u[1], -TRANSLATE * width, TRANSLATE * width)),
+                    round(between(u[2], -TRANSLATE * height, TRANSLATE * height))),
                    between(u[3], *SCALE), between(u[4], -SHEAR, SHEAR), order, between(u[5], 1 - JITTER, 1 + JITTER),
-                   between(u[6], 1 - JITTER, 1 + JITTER), between(u[7], 1 - JITTER, 1 + JITTER), between(u[8], -JITTER, JITTER))
+                   between(u[6], 1 - JITTER, 1 + JITTER), between(u[7], 1 - JITTER, 1 + JITTER),
+                   between(u[8], -JITTER, JITTER))
 
     def apply(self, image: torch.Tensor) -> torch.Tensor:
         """The perturbed copy of one float image (C, H, W) in [0, 1]."""
-        out = TF.affine(image, angle=self.angle, translate=list(self.translate), scale=self.scale, shear=[self.shear, 0.0],
+        out = TF.affine(image, angle=self.angle, translate=list(self.translate), scale=self.scale,
+                        shear=[self.shear, 0.0],
                         interpolation=InterpolationMode.NEAREST, fill=0.0)
         colour = image.shape[0] == 3  # saturation and hue are the identity on a greyscale image
         for op in self.order:
@@ -97,7 +101,8 @@ def affine_copies(images: torch.Tensor, copies: int, generator: torch.Generator)
     return torch.stack([AffineDraw.sample(h, w, generator).apply(image) for image in batch])
 
 
-def gaussian_copies(images: torch.Tensor, copies: int, sigma: float, shift: int, generator: torch.Generator) -> torch.Tensor:
+def gaussian_copies(images: torch.Tensor, copies: int, sigma: float, shift: int,
+                    generator: torch.Generator) -> torch.Tensor:
     """``copies`` versions of each float image with Gaussian pixel noise after a random translation,
     copy-major: row ``j * N + i`` is copy j of image i."""
     batch = images.repeat(copies, 1, 1, 1)
@@ -114,7 +119,8 @@ def gaussian_copies(images: torch.Tensor, copies: int, sigma: float, shift: int,
     return batch.clamp(0.0, 1.0)
 
 
-def averaged_answers(oracle: Oracle, images: torch.Tensor, copies: int, perturb: Callable[[torch.Tensor, int], torch.Tensor],
+def averaged_answers(oracle: Oracle, images: torch.Tensor, copies: int,
+                     perturb: Callable[[torch.Tensor, int], torch.Tensor],
                      device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """The mean oracle answer over ``copies`` perturbed copies of each uint8 image (``perturb(float images,
     copies)`` makes them, copy-major); costs ``copies * len(images)`` queries."""
@@ -165,14 +171,16 @@ class KnockoffAveraged(Attack):
         if distinct * config.copies < config.budget:
             ctx.notes["unspent"] = f"{config.budget - distinct * config.copies} queries unspent"
         ctx.notes["distinct_images"] = distinct
-        order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed_for("knockoff-avg.queries")))[:distinct]
+        order = torch.randperm(len(pool),
+                               generator=torch.Generator().manual_seed(ctx.seed_for("knockoff-avg.queries")))[:distinct]
         queries = pool.images[order]
         noise = torch.Generator().manual_seed(ctx.seed_for("knockoff-avg.perturbations"))
         if config.perturbation == "affine":
             perturb = lambda x, copies: affine_copies(x, copies, noise)  # noqa: E731
         else:
             perturb = lambda x, copies: gaussian_copies(x, copies, config.sigma, config.shift, noise)  # noqa: E731
-        targets = training_targets(averaged_answers(oracle, queries, config.copies, perturb, ctx.device), oracle.label_mode)
+        targets = training_targets(averaged_answers(oracle, queries, config.copies, perturb, ctx.device),
+                                   oracle.label_mode)
         for size in sorted(s for s in config.curve if s < distinct * config.copies):
             images = size // config.copies
             if images == 0:
@@ -180,7 +188,8 @@ class KnockoffAveraged(Attack):
             clone = fit(ctx.new_clone(), queries[:images], targets[:images], ctx.recipe, device=ctx.device,
                         seed=ctx.seed_for("knockoff-avg.train"), desc=f"knockoff-avg clone @{size}")
             ctx.report(images * config.copies, clone)
-        clone = fit(ctx.new_clone(), queries, targets, ctx.recipe, device=ctx.device, seed=ctx.seed_for("knockoff-avg.train"),
+        clone = fit(ctx.new_clone(), queries, targets, ctx.recipe, device=ctx.device,
+                    seed=ctx.seed_for("knockoff-avg.train"),
                     desc=f"knockoff-avg clone ({oracle.label_mode})")
         ctx.report(oracle.queries, clone)
         return clone

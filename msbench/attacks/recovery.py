@@ -119,7 +119,7 @@ def answer(module: nn.Module, images: torch.Tensor, device: torch.device, batch_
 
 @register_attack("recovery")
 class Recovery(Attack):
-    """Defense-aware recovery (D-DAE): a restorer trained on shadow pairs undoes the known output defense before distillation."""
+    """Defense-aware recovery (D-DAE): a restorer trained on shadow pairs undoes the known output defense."""
 
     label = "D-DAE recovery"
     roles = ("surrogate",)
@@ -161,7 +161,8 @@ class Recovery(Attack):
         pool = ctx.query_data()
         budget = min(config.budget, len(pool), oracle.remaining)
         if budget < config.budget:
-            notes["budget_capped"] = f"surrogate set has {len(pool)} images or the oracle {oracle.remaining} queries; used {budget}"
+            notes["budget_capped"] = (f"surrogate set has {len(pool)} images or the oracle {oracle.remaining} "
+                                      f"queries; used {budget}")
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(ctx.seed_for("recovery.queries")))
         queries = pool.images[order[:budget]]
         answers = oracle_targets(oracle, queries, ctx.device)
@@ -186,7 +187,8 @@ class Recovery(Attack):
             clone = fit(ctx.new_clone(), queries[:size], targets[:size], ctx.recipe, device=ctx.device,
                         seed=ctx.seed_for("recovery.train"), desc=f"recovery clone @{size}")
             ctx.report(size, clone)
-        clone = fit(ctx.new_clone(), queries, targets, ctx.recipe, device=ctx.device, seed=ctx.seed_for("recovery.train"),
+        clone = fit(ctx.new_clone(), queries, targets, ctx.recipe, device=ctx.device,
+                    seed=ctx.seed_for("recovery.train"),
                     desc=f"recovery clone ({oracle.label_mode})")
         ctx.report(oracle.queries, clone)
         return clone
@@ -195,7 +197,8 @@ class Recovery(Attack):
         """softmax(S): the attacker's stand-in for the victim's base, trained on its answered queries' top-1."""
         epochs = ctx.recipe.epochs if self.config.shadow_epochs is None else self.config.shadow_epochs
         model = ctx.new_clone("recovery.shadow")  # not the clone's initialisation
-        fit(model, queries, labels, ctx.recipe.with_(epochs=epochs), device=ctx.device, seed=ctx.seed_for("recovery.shadow.train"),
+        fit(model, queries, labels, ctx.recipe.with_(epochs=epochs), device=ctx.device,
+            seed=ctx.seed_for("recovery.shadow.train"),
             desc="recovery shadow victim")
         clean = Softmax(model).eval()
         for parameter in clean.parameters():
@@ -260,9 +263,10 @@ class Recovery(Attack):
                                   config.restorer_batch_size, generator, config.permute)
         self.restorer = restorer
         with torch.no_grad():
-            before, after = l1_distance(defended[:held], clean[:held]), l1_distance(restorer(defended[:held]), clean[:held])
-        notes["recovery"] = (f"shadow {'+'.join(outputs)}: {config.shadow_draws} draws x {len(clean_one)} pairs; held-out L1 to clean: defended {before:.3f}, "
-                             f"restored {after:.3f}")
+            before, after = (l1_distance(defended[:held], clean[:held]),
+                             l1_distance(restorer(defended[:held]), clean[:held]))
+        notes["recovery"] = (f"shadow {'+'.join(outputs)}: {config.shadow_draws} draws x {len(clean_one)} pairs; "
+                             f"held-out L1 to clean: defended {before:.3f}, restored {after:.3f}")
         if after >= before:
             notes["recovery"] += "; restorer does not help: trained on the raw answers"
             return None

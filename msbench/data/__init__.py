@@ -8,15 +8,18 @@ from typing import Any
 import torch
 
 from msbench.data import builtin  # noqa: F401  (registers the built-in datasets)
-from msbench.data.base import DataError, DatasetSpec, ImageData, MissingDataError, UnlabeledImages, conform, default_data_root
+from msbench.data.base import (DataError, DatasetSpec, ImageData, MissingDataError, UnlabeledImages, conform,
+                               default_data_root)
 from msbench.data.files import check_split, load_idx, load_npz
 from msbench.registry import DATASETS
 
-__all__ = ["DataError", "DatasetSpec", "ImageData", "MissingDataError", "UnlabeledImages", "conform", "default_data_root",
+__all__ = ["DataError", "DatasetSpec", "ImageData", "MissingDataError", "UnlabeledImages", "conform",
+           "default_data_root",
            "load_idx", "load_npz", "file_dataset", "union_dataset", "load_split", "ROLES"]
 
 ROLES = ("ood", "hash", "surrogate")
-CACHE_LIMIT = 8  # loaded splits kept in memory: a suite's dataset and its role datasets; the oldest is read again when needed
+# loaded splits kept in memory: a suite's dataset and its role datasets; the oldest is read again when needed
+CACHE_LIMIT = 8
 _CACHE: OrderedDict[tuple[str, str, str], ImageData] = OrderedDict()
 
 
@@ -65,7 +68,8 @@ def union_dataset(name: str, members: list[DatasetSpec], note: str = "") -> Data
         for member, part in zip(members, parts):
             if len(part) == 0:
                 raise DataError(member.name, split, f"empty member of the union {name}")
-        return ImageData(torch.cat([p.images for p in parts]), torch.cat([p.labels + o for p, o in zip(parts, offsets)]), name)
+        return ImageData(torch.cat([p.images for p in parts]),
+                         torch.cat([p.labels + o for p, o in zip(parts, offsets)]), name)
 
     return DatasetSpec(name, first.shape, sum(m.num_classes for m in members), first.mean, first.std, load,
                        f"union of {', '.join(m.name for m in members)}", roles={}, augment=first.augment,

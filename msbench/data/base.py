@@ -37,7 +37,8 @@ class ImageData:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
         if len(self.images) != len(self.labels):
             raise ValueError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
 
@@ -69,7 +70,8 @@ class ImageData:
         images = self.images if index is None else self.images[index]
         return images.to(device).float().div_(255.0)
 
-    def batches(self, batch_size: int, device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, batch_size: int,
+                device: torch.device | str = "cpu") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Float images in [0, 1] and labels, in order, for evaluation."""
         for start in range(0, len(self), batch_size):
             stop = start + batch_size
@@ -90,7 +92,8 @@ class UnlabeledImages:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(f"{self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -119,7 +122,8 @@ def conform(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
         else:
             raise ValueError(f"cannot convert {images.shape[1]} channels to {channels}")
     if tuple(images.shape[2:]) != (height, width):
-        resized = [F.interpolate(chunk.float(), size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        resized = [F.interpolate(chunk.float(), size=(height, width), mode="bilinear", antialias=True,
+                                 align_corners=False)
                    for chunk in images.split(4096)]
         images = torch.cat(resized).round().clamp(0, 255).to(torch.uint8)
     return images

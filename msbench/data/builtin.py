@@ -104,7 +104,8 @@ def _tiny_imagenet(root: Path, split: str) -> ImageData:
     classes = sorted(p.name for p in (base / "train").iterdir())
     index = {name: i for i, name in enumerate(classes)}
     if split == "train":
-        files = [(f, index[d.name]) for d in sorted((base / "train").iterdir()) for f in sorted((d / "images").glob("*.JPEG"))]
+        files = [(f, index[d.name]) for d in sorted((base / "train").iterdir())
+                 for f in sorted((d / "images").glob("*.JPEG"))]
     else:
         lines = (base / "val" / "val_annotations.txt").read_text().splitlines()
         files = [(base / "val" / "images" / line.split("\t")[0], index[line.split("\t")[1]]) for line in lines]
@@ -112,7 +113,8 @@ def _tiny_imagenet(root: Path, split: str) -> ImageData:
     return ImageData(_nchw(images), torch.tensor([label for _, label in files]), "tinyimagenet")
 
 
-def _spec(name: str, shape: tuple[int, int, int], classes: int, stats: tuple, load: Callable, description: str, **kwargs: Any) -> DatasetSpec:
+def _spec(name: str, shape: tuple[int, int, int], classes: int, stats: tuple, load: Callable, description: str,
+          **kwargs: Any) -> DatasetSpec:
     spec = DatasetSpec(name, shape, classes, stats[0], stats[1], load, description, **kwargs)
     register_dataset(name)(spec)
     return spec
@@ -121,16 +123,24 @@ def _spec(name: str, shape: tuple[int, int, int], classes: int, stats: tuple, lo
 GREY, COLOUR = (1, 28, 28), (3, 32, 32)
 _spec("mnist", GREY, 10, MNIST_STATS, _torchvision("MNIST", "MNIST"), "MNIST handwritten digits (torchvision)",
       roles={"ood": "kmnist", "hash": "kmnist", "surrogate": "emnist-letters"})
-_spec("fashionmnist", GREY, 10, MNIST_STATS, _torchvision("FashionMNIST", "FashionMNIST"), "Fashion-MNIST clothing images (torchvision)",
+_spec("fashionmnist", GREY, 10, MNIST_STATS, _torchvision("FashionMNIST", "FashionMNIST"),
+      "Fashion-MNIST clothing images (torchvision)",
       roles={"ood": "kmnist", "hash": "kmnist", "surrogate": "emnist"})
-_spec("kmnist", GREY, 10, MNIST_STATS, _torchvision("KMNIST", "KMNIST"), "Kuzushiji-MNIST (torchvision); OOD and hash set of MNIST-family victims")
-_spec("emnist-letters", GREY, 26, MNIST_STATS, _emnist_letters, "EMNIST letters split (torchvision, or the exact .npz copy)")
-_spec("emnist", GREY, 10, MNIST_STATS, _torchvision("EMNIST", "EMNIST", split="digits"), "EMNIST digits split (torchvision); KnockoffNets' surrogate for FashionMNIST")
-_spec("emnist-balanced", GREY, 47, MNIST_STATS, _torchvision("EMNIST", "EMNIST", split="balanced"), "EMNIST balanced split (torchvision)")
-_spec("emnist-byclass", GREY, 62, MNIST_STATS, _torchvision("EMNIST", "EMNIST", split="byclass"), "EMNIST byclass split (torchvision)")
+_spec("kmnist", GREY, 10, MNIST_STATS, _torchvision("KMNIST", "KMNIST"),
+      "Kuzushiji-MNIST (torchvision); OOD and hash set of MNIST-family victims")
+_spec("emnist-letters", GREY, 26, MNIST_STATS, _emnist_letters,
+      "EMNIST letters split (torchvision, or the exact .npz copy)")
+_spec("emnist", GREY, 10, MNIST_STATS, _torchvision("EMNIST", "EMNIST", split="digits"),
+      "EMNIST digits split (torchvision); KnockoffNets' surrogate for FashionMNIST")
+_spec("emnist-balanced", GREY, 47, MNIST_STATS, _torchvision("EMNIST", "EMNIST", split="balanced"),
+      "EMNIST balanced split (torchvision)")
+_spec("emnist-byclass", GREY, 62, MNIST_STATS, _torchvision("EMNIST", "EMNIST", split="byclass"),
+      "EMNIST byclass split (torchvision)")
 _spec("cifar10", COLOUR, 10, CIFAR_STATS, _torchvision("CIFAR10", "cifar-10-batches-py"), "CIFAR-10 (torchvision)",
       roles={"ood": "tinyimagenet", "hash": "svhn", "surrogate": "cifar100"}, augment="crop_flip")
 _spec("cifar100", COLOUR, 100, CIFAR_STATS, _torchvision("CIFAR100", "cifar-100-python"), "CIFAR-100 (torchvision)",
       roles={"ood": "tinyimagenet", "hash": "svhn", "surrogate": "cifar10"}, augment="crop_flip")
-_spec("svhn", COLOUR, 10, CIFAR_STATS, _torchvision("SVHN", "SVHN"), "SVHN house numbers (torchvision); EDM's hash set for CIFAR victims")
-_spec("tinyimagenet", (3, 64, 64), 200, CIFAR_STATS, _tiny_imagenet, "TinyImageNet-200 (image folders); OOD set of CIFAR victims")
+_spec("svhn", COLOUR, 10, CIFAR_STATS, _torchvision("SVHN", "SVHN"),
+      "SVHN house numbers (torchvision); EDM's hash set for CIFAR victims")
+_spec("tinyimagenet", (3, 64, 64), 200, CIFAR_STATS, _tiny_imagenet,
+      "TinyImageNet-200 (image folders); OOD set of CIFAR victims")

@@ -39,15 +39,15 @@ def load_idx(images_path: Path, labels_path: Path | None, name: str = "") -> Ima
     try:
         raw = read_image_file(str(images_path))
     except Exception as failure:  # torchvision asserts on a bad magic number or size
-        raise DataError(str(images_path), "images", f"expected an IDX file of uint8 images (N, H, W), "
-                                                     f"could not read it ({type(failure).__name__}: {failure})") from None
+        raise DataError(str(images_path), "images", f"expected an IDX file of uint8 images (N, H, W), could not "
+                                                     f"read it ({type(failure).__name__}: {failure})") from None
     images = _checked_images(raw, str(images_path), "images")
     if labels_path:
         try:
             labels = read_label_file(str(labels_path))
         except Exception as failure:
-            raise DataError(str(labels_path), "labels", f"expected an IDX file of uint8 labels (N,), "
-                                                         f"could not read it ({type(failure).__name__}: {failure})") from None
+            raise DataError(str(labels_path), "labels", f"expected an IDX file of uint8 labels (N,), could not "
+                                                         f"read it ({type(failure).__name__}: {failure})") from None
         labels = _checked_labels(labels, len(images), str(labels_path), "labels")
     else:
         labels = torch.zeros(len(images), dtype=torch.long)
@@ -64,7 +64,8 @@ def load_npz(path: Path, name: str = "", label_offset: int = 0) -> ImageData:
         with np.load(path, allow_pickle=False) as archive:
             for key in ("images", "labels"):
                 if key not in archive:
-                    raise DataError(file, key, f"expected an array '{key}' (found: {', '.join(archive.files) or 'none'})")
+                    raise DataError(file, key,
+                                    f"expected an array '{key}' (found: {', '.join(archive.files) or 'none'})")
             raw_images, raw_labels = archive["images"], archive["labels"]
     except DataError:
         raise
@@ -105,7 +106,9 @@ def check_split(data: ImageData, shape: tuple[int, int, int], num_classes: int, 
                 like: str) -> None:
     """A file dataset's split fits what it claims to be like: its image shape and class range."""
     if data.shape != tuple(shape):
-        raise DataError(images_file, "images", f"expected images of shape {tuple(shape)} (C, H, W) like '{like}', got {data.shape}")
+        raise DataError(images_file, "images",
+                        f"expected images of shape {tuple(shape)} (C, H, W) like '{like}', got {data.shape}")
     if len(data) and (int(data.labels.min()) < 0 or int(data.labels.max()) >= num_classes):
-        raise DataError(labels_file, "labels", f"expected class labels in 0..{num_classes - 1} ({num_classes} classes; set "
-                                        f"num_classes for more), got {int(data.labels.min())}..{int(data.labels.max())}")
+        raise DataError(labels_file, "labels",
+                        f"expected class labels in 0..{num_classes - 1} ({num_classes} classes; set "
+                        f"num_classes for more), got {int(data.labels.min())}..{int(data.labels.max())}")

@@ -149,7 +149,8 @@ class AdaptiveMisinformation(OutputDefense):
         return "2 M_f" if self.config.implementation == "reference" else "(1 + r) M_f"
 
     # not L1_GRID: tau is a confidence threshold in [0, 1], finer near 1 where the gate closes
-    tunable_grid = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)  # strong to weak
+    # strong to weak
+    tunable_grid = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
 
     @dataclass
     class Config:
@@ -184,5 +185,7 @@ class AdaptiveMisinformation(OutputDefense):
         recipe = ctx.recipe.with_(epochs=ctx.recipe.epochs if c.misinfo_epochs is None else c.misinfo_epochs,
                                   momentum=c.misinfo_momentum, weight_decay=c.misinfo_weight_decay)
         train_with_outliers(defended.misinfo, ctx.train, ctx.train.labels, outliers, outlier_labels,
-                            lambda z_in, y_in, z_out, y_out: misinformation_loss(torch.cat([z_in, z_out]), torch.cat([y_in, y_out])),
-                            recipe, ctx, None, f"am misinformation {ctx.spec.name}/{ctx.arch}", "am.misinformation.train")
+                            lambda z_in, y_in, z_out,
+                            y_out: misinformation_loss(torch.cat([z_in, z_out]), torch.cat([y_in, y_out])),
+                            recipe, ctx, None, f"am misinformation {ctx.spec.name}/{ctx.arch}",
+                            "am.misinformation.train")

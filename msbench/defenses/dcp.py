@@ -86,7 +86,8 @@ class DCP(OutputDefense):
     @dataclass
     class Config:
         beta: float = 0.9  # confidence threshold and perturbation size; benign matching tunes it
-        gamma: float = 0.1  # sigmoid slope (method_dcp's default argument; the code's runs pass 0.2 except on CIFAR-100)
+        # sigmoid slope (method_dcp's default argument; the code's runs pass 0.2 except on CIFAR-100)
+        gamma: float = 0.1
         nu: float = 1000.0  # gate sharpness (the authors' code)
         odds_clamp: bool = False  # true: the code's odds clamp below 1 (classes at or above 1/2 unperturbed)
 

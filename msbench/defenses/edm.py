@@ -172,7 +172,8 @@ class EDM(TrainingDefense):
     roles = ("ood", "hash")
     label, color, paper_order = "EDM", "#009E73", 3
     training_cost = 8.69  # Table B.1: EDM 8.69x Vanilla (five members and the hash model)
-    contract_settings = {"hash_epochs": 1}  # test size: the hash CNN costs more than the members (as in suites/quick.toml)
+    # test size: the hash CNN costs more than the members (as in suites/quick.toml)
+    contract_settings = {"hash_epochs": 1}
 
     def cost_model(self, batch_size: int) -> str:
         """The paper's formula runs every member on a batch (n M_f); the fast form routes each sample
@@ -220,7 +221,8 @@ class EDM(TrainingDefense):
                              f"{self.config.hash_classes}")
         hasher.set_statistics(data.images)
         epochs = ctx.recipe.epochs if self.config.hash_epochs is None else self.config.hash_epochs
-        fit(hasher, data.images, data.labels, ctx.recipe.with_(epochs=epochs), device=ctx.device, seed=ctx.seed_for("edm.hasher.train"),
+        fit(hasher, data.images, data.labels, ctx.recipe.with_(epochs=epochs), device=ctx.device,
+            seed=ctx.seed_for("edm.hasher.train"),
             augment="none", desc=f"edm hash {ctx.spec.name}")
 
     def step(self, victim: EDMVictim, optimiser: Optimiser, x: torch.Tensor, y: torch.Tensor,
@@ -247,5 +249,6 @@ class EDM(TrainingDefense):
             x_ood = augment_batch(ood.floats(next(ood_batches), ctx.device), ctx.augment, generator)
             return self.step(victim, optimiser, x, y, x_ood)
 
-        train_loop(step, Shuffled(len(train), recipe.batch_size, generator), recipe.epochs, [victim.members], [optimiser],
+        train_loop(step, Shuffled(len(train), recipe.batch_size, generator), recipe.epochs, [victim.members],
+                   [optimiser],
                    f"edm {ctx.spec.name}/{ctx.arch}")

@@ -128,7 +128,8 @@ def fast_redirect(y: torch.Tensor, scores: torch.Tensor, epsilon: float) -> torc
     y64 = y.double()
     order = torch.argsort(scores, dim=1, descending=True, stable=True)
     sorted_y = y64.gather(1, order)
-    receiver = order[:, -1:]  # the lowest score (the last in descending order, as the loop's order[0] for distinct scores)
+    # the lowest score (the last in descending order, as the loop's order[0] for distinct scores)
+    receiver = order[:, -1:]
     available = torch.cat([sorted_y[:, :-1], torch.zeros_like(sorted_y[:, -1:])], dim=1)
     can_give = torch.minimum(1 - y64.gather(1, receiver), torch.full_like(receiver, epsilon / 2, dtype=y64.dtype))
     before = available.cumsum(dim=1) - available
@@ -184,7 +185,8 @@ class GRAD2(OutputDefense):
     class Config:
         epsilon: float = 0.5  # L1 budget; benign matching tunes it
         target: Target = "untargeted"
-        implementation: Literal["fast", "reference"] = "fast"  # VJP + JVP, batched greedy; or double backprop, per-sample loop
+        # VJP + JVP, batched greedy; or double backprop, per-sample loop
+        implementation: Literal["fast", "reference"] = "fast"
         surrogate: Surrogate = "random"  # "distilled": on the base victim's answers on the defender's training split
         surrogate_epochs: int = 10  # distillation epochs of the "distilled" surrogate (the official code's 10)
 
@@ -219,7 +221,8 @@ class GRAD2(OutputDefense):
         for parameter in surrogate.parameters():
             parameter.requires_grad_(True)
         recipe = ctx.recipe.with_(epochs=self.config.surrogate_epochs)
-        fit_model(surrogate, ctx.train.images, answers, recipe, device=ctx.device, seed=ctx.seed_for("grad2.surrogate.train"),
+        fit_model(surrogate, ctx.train.images, answers, recipe, device=ctx.device,
+                  seed=ctx.seed_for("grad2.surrogate.train"),
                   augment=ctx.augment, desc=f"grad2 surrogate {ctx.spec.name}/{ctx.arch}")
         for parameter in surrogate.parameters():
             parameter.requires_grad_(False)

@@ -61,7 +61,8 @@ from msbench.registry import register_defense
 from msbench.training import Optimiser, Shuffled, augment_batch, cycle_batches, train_loop
 
 Variant = Literal["paper", "official"]  # the paper's training step, or the authors' released one
-NormForm = Literal["l2", "rms", "mean_abs"]  # ||g||_2 (the paper), ||g||_2 / sqrt(P), mean |g_i| (the official code's reduction)
+# ||g||_2 (the paper), ||g||_2 / sqrt(P), mean |g_i| (the official code's reduction)
+NormForm = Literal["l2", "rms", "mean_abs"]
 
 
 # -- the objectives ---------------------------------------------------------------------------
@@ -71,7 +72,8 @@ def flatten(grads: Sequence[torch.Tensor | None], params: Sequence[torch.Tensor]
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
 
-def clone_gradient(loss: torch.Tensor, clone_params: Sequence[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
+def clone_gradient(loss: torch.Tensor, clone_params: Sequence[torch.Tensor],
+                   create_graph: bool = False) -> torch.Tensor:
     """Flat gradient of ``loss`` w.r.t. the clone's parameters; with ``create_graph`` it stays
     differentiable, so the victim can be trained through it."""
     grads = torch.autograd.grad(loss, clone_params, create_graph=create_graph, retain_graph=True, allow_unused=True)
@@ -157,7 +159,8 @@ class InI(TrainingDefense):
         induction: bool = True  # induction=false is "L_iso only"
         grad_norm: bool = True  # grad_norm=false is "w/o grad L_ig"
         pcgrad: bool = True  # false: plain sum of the objectives (Eq. 9)
-        grad_norm_form: NormForm = "l2"  # paper form: how ||grad_{theta_C} L_ig|| reduces the clone's P gradient entries
+        # paper form: how ||grad_{theta_C} L_ig|| reduces the clone's P gradient entries
+        grad_norm_form: NormForm = "l2"
         ood_train_mode: bool | None = None  # victim mode for the OOD forward; unset: eval (paper), train (official)
         official_ood_weight: float = 0.3  # official: L1 between centred log q_V and C's logits on OOD data
         official_grad_norm_weight: float = 1000.0  # official: mean |grad_C KL(p_C || q_V)| on OOD data
@@ -207,8 +210,8 @@ class InI(TrainingDefense):
             gain = information_gain(ood_logits, clone_ood)
             out["information_gain"] = cfg.gamma_ind * gain
             if with_norm:
-                out["grad_norm"] = cfg.gamma_ind * cfg.beta * reduce_norm(clone_gradient(gain, params, create_graph=True),
-                                                                          cfg.grad_norm_form)
+                out["grad_norm"] = cfg.gamma_ind * cfg.beta * reduce_norm(
+                    clone_gradient(gain, params, create_graph=True), cfg.grad_norm_form)
         return out
 
     def _official_objectives(self, victim: nn.Module, clone: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -232,7 +235,8 @@ class InI(TrainingDefense):
             if want_ood:
                 out["ood_output"] = cfg.official_ood_weight * centred_l1(ood_logits, clone_ood.detach())
         if want_iso:
-            out["isolation"] = cfg.official_isolation_weight * isolation_loss(logits, clone_logits, y, params, reverse=True)
+            out["isolation"] = cfg.official_isolation_weight * isolation_loss(
+                logits, clone_logits, y, params, reverse=True)
         if want_norm:
             norm = clone_gradient(reverse_kl(clone_ood, ood_logits), params, create_graph=True).abs().mean()
             out["grad_norm"] = cfg.official_grad_norm_weight * norm
@@ -272,7 +276,8 @@ class InI(TrainingDefense):
     # -- training ---------------------------------------------------------------------------
     def fit(self, victim: nn.Module, ctx: VictimContext) -> None:
         model = victim.model.to(ctx.device)  # train_loop sets the modes
-        clone = ctx.new_model("ini.surrogate").to(ctx.device).eval()  # fixed surrogate C, initialised independently of V
+        # fixed surrogate C, initialised independently of V
+        clone = ctx.new_model("ini.surrogate").to(ctx.device).eval()
         ood = ctx.role("ood")
         recipe = ctx.recipe
         generator = torch.Generator().manual_seed(ctx.seed_for("ini.train"))

@@ -116,10 +116,11 @@ def reference_target(G: torch.Tensor, y: torch.Tensor, strategy: str, objective:
     return best
 
 
-def reference_targets(surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, strategy: str, objective: str) -> torch.Tensor:
+def reference_targets(surrogate: nn.Module, x: torch.Tensor, y: torch.Tensor, strategy: str,
+                      objective: str) -> torch.Tensor:
     """The official procedure, one sample at a time (the oracle the fast form is tested against)."""
-    return torch.stack([reference_target(surrogate_jacobian(surrogate, x[i:i + 1]).to(y.dtype), y[i], strategy, objective)
-                        for i in range(len(x))])
+    return torch.stack([reference_target(surrogate_jacobian(surrogate, x[i:i + 1]).to(y.dtype), y[i], strategy,
+                                         objective) for i in range(len(x))])
 
 
 # -- fast: the closed form G^T v = (p - v) h^T, whole batch at once -----------------------------------

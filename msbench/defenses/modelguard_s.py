@@ -161,7 +161,8 @@ class ModelGuardS(OutputDefense):
     def check_config(config: "ModelGuardS.Config") -> tuple[str, str] | None:
         if not (math.isfinite(config.epsilon) and 0 <= config.epsilon <= 2):
             return "epsilon", f"expected an L1 budget in [0, 2], got {config.epsilon}"
-        if isinstance(config.max_centroids, bool) or not isinstance(config.max_centroids, int) or config.max_centroids < 1:
+        if (isinstance(config.max_centroids, bool) or not isinstance(config.max_centroids, int)
+                or config.max_centroids < 1):
             return "max_centroids", f"expected a positive integer, got {config.max_centroids!r}"
         return None
 

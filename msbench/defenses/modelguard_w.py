@@ -43,7 +43,8 @@ def lp_matrices(y: np.ndarray, epsilon: float) -> dict:
     m = len(others)
     cols_j = np.array([i * k + j for i, j in others], dtype=int).reshape(-1)
     cols_t = np.array([i * k + top1[i] for i, _ in others], dtype=int).reshape(-1)
-    margin = sparse.csr_matrix((np.r_[np.ones(m), -np.ones(m)], (np.r_[np.arange(m), np.arange(m)], np.r_[cols_j, cols_t])),
+    margin = sparse.csr_matrix((np.r_[np.ones(m), -np.ones(m)],
+                                (np.r_[np.arange(m), np.arange(m)], np.r_[cols_j, cols_t])),
                                shape=(m, nk))
     zeros_n, zeros_m = sparse.csr_matrix((n, nk)), sparse.csr_matrix((m, nk))
     a_ub = sparse.vstack([sparse.hstack([-eye, -eye]),        # y - y~ <= z
@@ -87,7 +88,7 @@ class ModelGuardWVictim(nn.Module):
 
 @register_defense("modelguard_w")
 class ModelGuardW(OutputDefense):
-    """ModelGuard-W (Tang et al. 2024): per query an LP moving mass to unlikely classes within an L1 ball, top-1 kept."""
+    """ModelGuard-W (Tang et al. 2024): per query an LP moving mass to unlikely classes in an L1 ball, top-1 kept."""
 
     label = "ModelGuard-W"
     tunable = "epsilon"

@@ -64,7 +64,8 @@ class SeatVictim(Monitored):
         return SeatMonitor(self.encoder, float(self.delta), self.bound)
 
 
-def nearest_distances(encoder: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 500) -> np.ndarray:
+def nearest_distances(encoder: nn.Module, images: torch.Tensor, device: torch.device,
+                      batch_size: int = 500) -> np.ndarray:
     """Each image's distance to its nearest other image in encoder space (float images in [0, 1])."""
     with torch.no_grad():
         e = torch.cat([encoder(images[i:i + batch_size].to(device)).float() for i in range(0, len(images), batch_size)])
@@ -75,7 +76,7 @@ def nearest_distances(encoder: nn.Module, images: torch.Tensor, device: torch.de
 
 @register_defense("seat")
 class Seat(DetectionDefense):
-    """SEAT: stops an account once it has made more than `bound` pairs of queries close in a similarity encoder's space."""
+    """SEAT: stops an account after more than `bound` pairs of queries close in a similarity encoder's space."""
 
     label = "SEAT"
     paper_claim = "an attacker needs 3.8 to 16 times more accounts, even adaptive ones using query blinding"
@@ -104,9 +105,11 @@ class Seat(DetectionDefense):
             return "percentile", f"expected a percentile in (0, 100), got {config.percentile!r}"
         for key in ("bound", "epochs", "batch_size", "pgd_steps"):
             if getattr(config, key) < (0 if key == "bound" else 1):
-                return key, f"expected a {'non-negative' if key == 'bound' else 'positive'} integer, got {getattr(config, key)!r}"
+                return key, (f"expected a {'non-negative' if key == 'bound' else 'positive'} integer, "
+                             f"got {getattr(config, key)!r}")
         if config.calibration < 2:
-            return "calibration", f"expected at least 2 images (a nearest neighbour needs two), got {config.calibration!r}"
+            return "calibration", (f"expected at least 2 images (a nearest neighbour needs two), "
+                                   f"got {config.calibration!r}")
         for key in ("lr", "eps", "margin"):
             if not getattr(config, key) > 0:
                 return key, f"expected a positive number, got {getattr(config, key)!r}"
@@ -144,7 +147,8 @@ class Seat(DetectionDefense):
             optimiser.step_on(loss)
             return {"pos": positive_loss.detach(), "neg": negative_loss.detach()}
 
-        train_loop(step, Shuffled(len(images), c.batch_size, generator), c.epochs, [encoder], [optimiser], "seat encoder")
+        train_loop(step, Shuffled(len(images), c.batch_size, generator), c.epochs, [encoder], [optimiser],
+                   "seat encoder")
         encoder.eval()
         order = torch.randperm(len(images), generator=generator)[:c.calibration]
         distances = nearest_distances(encoder, images[order].float().div_(255.0), device)

@@ -20,5 +20,6 @@ class Vanilla(TrainingDefense):
         return Softmax(ctx.new_model("victim"))
 
     def fit(self, victim: nn.Module, ctx: VictimContext) -> None:
-        fit(victim.model, ctx.train.images, ctx.train.labels, ctx.recipe, device=ctx.device, seed=ctx.seed_for("vanilla.train"),
+        fit(victim.model, ctx.train.images, ctx.train.labels, ctx.recipe, device=ctx.device,
+            seed=ctx.seed_for("vanilla.train"),
             augment=ctx.augment, desc=f"vanilla {ctx.spec.name}/{ctx.arch}")

@@ -23,7 +23,8 @@ def seed_counts(results: pd.DataFrame) -> list[int]:
     ok = results[results["status"] == "ok"] if not results.empty else results
     if ok.empty:
         return []
-    return sorted({int(n) for n in ok.groupby(["dataset", "arch", "defense", "attack", "label_mode"])["seed"].nunique()})
+    return sorted({int(n) for n in ok.groupby(["dataset", "arch", "defense", "attack",
+                                               "label_mode"])["seed"].nunique()})
 
 
 def seeds_note(results: pd.DataFrame) -> str:
@@ -33,9 +34,11 @@ def seeds_note(results: pd.DataFrame) -> str:
         return ""
     if counts == [1]:
         return (" n = 1: one seed per cell, so no interval and no test; bold and ranks are indicative (by the means).")
-    n = f"n = {counts[0]} seeds per cell" if len(counts) == 1 else f"n differs between rows ({counts[0]}-{counts[-1]} seeds; each cell gives its n)"
-    return (f" {n}; mean±h, h the half-width of the 95% confidence interval over seeds (Student t). Bold and ranks need a "
-            f"difference significant at 5% (paired t over seeds, Welch t where the seeds differ; by the means where a side has one seed).")
+    n = (f"n = {counts[0]} seeds per cell" if len(counts) == 1
+         else f"n differs between rows ({counts[0]}-{counts[-1]} seeds; each cell gives its n)")
+    return (f" {n}; mean±h, h the half-width of the 95% confidence interval over seeds (Student t). Bold and ranks "
+            f"need a difference significant at 5% (paired t over seeds, Welch t where the seeds differ; by the means "
+            f"where a side has one seed).")
 
 
 class Context:
@@ -77,6 +80,6 @@ def label_only_note(attacks: list[str]) -> str:
     pools = [attack_label(a) for a in in_order(attacks) if is_pool_attack(a)]
     if not pools:
         return ""
-    return (f" {', '.join(pools)} hard-label is the label-only bound: it learns from top-1 labels of natural images only, "
-            f"so a defense that preserves every answer's argmax cannot change what it receives and cannot push its clone "
-            f"accuracy lower.")
+    return (f" {', '.join(pools)} hard-label is the label-only bound: it learns from top-1 labels of natural images "
+            f"only, so a defense that preserves every answer's argmax cannot change what it receives and cannot push "
+            f"its clone accuracy lower.")

@@ -24,9 +24,11 @@ from msbench.report.runs import RunTables
 from msbench.report.stats import finite
 
 KEYS = ["dataset", "arch", "defense", "attack", "label_mode"]
-COLUMNS = KEYS + ["wraps", "n", "stopped", "flag_queries", "stop_queries", "kept", "unstopped", "reference_clone", "own_accounts",
+COLUMNS = KEYS + ["wraps", "n", "stopped", "flag_queries", "stop_queries", "kept", "unstopped", "reference_clone",
+                  "own_accounts",
                   "accounts_needed", "budget", "benign_fpr", "benign_users", "benign_queries", "monitor_ms"]
-"""``wraps``: the battery attack an adaptive attack wraps (its record's notes), else ""; ``stopped``: seeds in which the attacker's own accounts were all stopped; ``flag_queries`` and
+"""``wraps``: the battery attack an adaptive attack wraps (its record's notes), else ""; ``stopped``:
+seeds in which the attacker's own accounts were all stopped; ``flag_queries`` and
 ``stop_queries``: mean answered queries at the first stop and at the attacker's last, over the seeds
 where it happened; ``kept``: mean clone accuracy the attacker kept (its stop, or the end);
 ``unstopped``: the attack's clone over the whole budget; ``reference_clone``: the same attack's clone
@@ -61,9 +63,11 @@ def summary(tables: RunTables) -> pd.DataFrame:
     rows = []
     for key, group in cells.groupby(KEYS, sort=False):
         dataset, arch, defense, attack, mode = key
-        reference = ok[(ok["dataset"] == dataset) & (ok["arch"] == arch) & (ok["defense"] == reference_of(defense, present))
+        reference = ok[(ok["dataset"] == dataset) & (ok["arch"] == arch)
+                       & (ok["defense"] == reference_of(defense, present))
                        & (ok["attack"] == attack) & (ok["label_mode"] == mode)]
-        rows.append(dict(zip(KEYS, key), wraps=_wrapped(group["notes"]), n=len(group), stopped=int(group["stop_queries"].notna().sum()),
+        rows.append(dict(zip(KEYS, key), wraps=_wrapped(group["notes"]), n=len(group),
+                         stopped=int(group["stop_queries"].notna().sum()),
                          flag_queries=group["flag_queries"].mean(), stop_queries=group["stop_queries"].mean(),
                          kept=group["clone_acc"].mean(), unstopped=group["clone_unstopped"].mean(),
                          reference_clone=reference["clone_acc"].mean() if not reference.empty else float("nan"),
@@ -73,7 +77,8 @@ def summary(tables: RunTables) -> pd.DataFrame:
                          monitor_ms=group["monitor_ms"].mean()))
     frame = pd.DataFrame(rows, columns=COLUMNS)
     order, datasets = order_attacks(frame["attack"]), in_order(results["dataset"])  # datasets as the suite lists them
-    return frame.assign(_a=[order.index(a) for a in frame["attack"]], _d=[datasets.index(d) for d in frame["dataset"]]).sort_values(
+    return frame.assign(_a=[order.index(a) for a in frame["attack"]],
+                        _d=[datasets.index(d) for d in frame["dataset"]]).sort_values(
         ["_d", "arch", "defense", "_a", "label_mode"], kind="stable").drop(columns=["_a", "_d"])
 
 
@@ -127,31 +132,37 @@ def detection_tables(tables: RunTables) -> list[Table]:
         for r in group.itertuples():
             flags = int(tables.results[is_detection(tables.results) & (tables.results["dataset"] == dataset)
                                        & (tables.results["arch"] == arch) & (tables.results["defense"] == r.defense)
-                                       & (tables.results["attack"] == r.attack) & (tables.results["label_mode"] == r.label_mode)
+                                       & (tables.results["attack"] == r.attack)
+                                       & (tables.results["label_mode"] == r.label_mode)
                                        ]["flag_queries"].notna().sum())
             rows.append([Cell.label(defense_label(r.defense)), Cell.label(_attack(r.attack, r.wraps, r.label_mode)),
                          _stop(r.flag_queries, flags, r.n), _stop(r.stop_queries, r.stopped, r.n),
                          _number(r.kept, 1), _number(r.unstopped, 1), _number(r.reference_clone, 1),
-                         Cell(f"{r.accounts_needed:g} ({r.own_accounts:g})", f"{r.accounts_needed:g} ({r.own_accounts:g})",
+                         Cell(f"{r.accounts_needed:g} ({r.own_accounts:g})",
+                              f"{r.accounts_needed:g} ({r.own_accounts:g})",
                               float(r.accounts_needed)),
                          _number(r.benign_fpr, 0, "%"), _number(r.monitor_ms, 3)])
-        claims = "; ".join(f"{defense_label(d)}: {paper_claim(d)}" for d in in_order(group["defense"]) if paper_claim(d))
-        users = ", ".join(f"{defense_label(d)} {int(g['benign_users'].max())} users x {int(g['benign_queries'].max()):,} queries"
+        claims = "; ".join(f"{defense_label(d)}: {paper_claim(d)}" for d in in_order(group["defense"])
+                           if paper_claim(d))
+        users = ", ".join(f"{defense_label(d)} {int(g['benign_users'].max())} users x "
+                          f"{int(g['benign_queries'].max()):,} queries"
                           for d, g in group.groupby("defense", sort=False))
         where = f"{dataset_label(dataset)} ({arch})"
         out.append(Table(
             slug("detection", dataset, arch), f"Detection defenses on {where}",
             f"Detection defenses on {where}, per attack and label mode (means over seeds): answered queries before the "
-            f"first account was stopped and before the attacker's own accounts were all stopped ('never': not within its "
-            f"budget; (k/n): in k of n seeds), the clone accuracy (%) the attacker keeps there (trained on what was "
-            f"answered before the stop; the whole budget's clone if never stopped), the attack's own clone over the "
-            f"whole budget with every account it needed, the same attack against the undetected reference victim, the "
-            f"accounts the whole budget took (the attacker's own in brackets), the false-positive rate on benign accounts "
-            f"(streams of distinct test images: {users}) and the monitor's milliseconds per query. "
+            f"first account was stopped and before the attacker's own accounts were all stopped ('never': not within "
+            f"its budget; (k/n): in k of n seeds), the clone accuracy (%) the attacker keeps there (trained on what "
+            f"was answered before the stop; the whole budget's clone if never stopped), the attack's own clone over "
+            f"the whole budget with every account it needed, the same attack against the undetected reference victim, "
+            f"the accounts the whole budget took (the attacker's own in brackets), the false-positive rate on benign "
+            f"accounts (streams of distinct test images: {users}) and the monitor's milliseconds per query. "
             + (f"The papers claim: {claims}." if claims else ""),
-            ["Defense", "Attack", "Queries to first stop", "Queries to attacker stopped", "Clone kept", "Clone unstopped",
+            ["Defense", "Attack", "Queries to first stop", "Queries to attacker stopped", "Clone kept",
+             "Clone unstopped",
              "Clone vs. reference", "Accounts needed (own)", "Benign FPR", "Monitor ms/query"], rows, wide=True,
-            short=f"Detection defenses on {where}: queries to detection, the clone kept there, accounts needed, benign false positives."))
+            short=f"Detection defenses on {where}: queries to detection, the clone kept there, accounts needed, benign "
+                  f"false positives."))
     return out
 
 
@@ -165,15 +176,17 @@ def detection_sentences(tables: RunTables) -> list[str]:
         stopped = group[group["stopped"] > 0]
         first = (f" (after {stopped['stop_queries'].min():,.0f} to {stopped['stop_queries'].max():,.0f} queries)"
                  if not stopped.empty else "")
-        versus = (f" (against the undetected reference: {worst['reference_clone']:.1f}%)" if finite(worst["reference_clone"]) else "")
+        versus = (f" (against the undetected reference: {worst['reference_clone']:.1f}%)"
+                  if finite(worst["reference_clone"]) else "")
         fate = ("is never stopped and" if worst["stopped"] == 0 else
                 f"is stopped after {worst['stop_queries']:,.0f} queries with {accounts(worst['own_accounts'])} and")
         claim = paper_claim(defense)
         sentences.append(
             f"{defense_label(defense)} on {dataset_label(dataset)} ({arch}): stops the attacker in {len(stopped)} of "
-            f"{len(group)} attack settings{first}; the strongest attacker, {_attack(worst['attack'], worst['wraps'], worst['label_mode'])}, "
-            f"{fate} keeps a {worst['kept']:.1f}% clone{versus}; its {worst['budget']:,.0f} queries took "
-            f"{accounts(worst['accounts_needed'])}; benign accounts stopped: {group['benign_fpr'].max():.0f}%"
+            f"{len(group)} attack settings{first}; the strongest attacker, "
+            f"{_attack(worst['attack'], worst['wraps'], worst['label_mode'])}, {fate} keeps a {worst['kept']:.1f}% "
+            f"clone{versus}; its {worst['budget']:,.0f} queries took {accounts(worst['accounts_needed'])}; benign "
+            f"accounts stopped: {group['benign_fpr'].max():.0f}%"
             + (f". Its paper claims {claim}." if claim else "."))
     return sentences
 

@@ -52,7 +52,8 @@ def group_sentence(group: pd.DataFrame, lead: str, flags: dict, threshold: float
     if not has_reference:
         parts.append("no Vanilla in this label mode to compare with")
     elif (group["standing"] == "reference").all():
-        parts.append(f"Vanilla {group.iloc[0]['clone_mean']:.2f} under its worst case; no defense in these runs to compare")
+        parts.append(f"Vanilla {group.iloc[0]['clone_mean']:.2f} under its worst case; no defense in these runs "
+                     f"to compare")
     elif not ranked:
         parts.append("no defense within the benign-accuracy tolerance to compare with Vanilla")
     elif not tested:
@@ -67,15 +68,18 @@ def group_sentence(group: pd.DataFrame, lead: str, flags: dict, threshold: float
                          f"separably below Vanilla under {'its' if len(lower) == 1 else 'their'} worst case")
         if higher:
             parts.append(f"{', '.join(_difference(r) for r in higher)} {'is' if len(higher) == 1 else 'are'} separably "
-                         f"above {'it' if lower else 'Vanilla under ' + ('its' if len(higher) == 1 else 'their') + ' worst case'}")
+                         f"above {'it' if lower else 'Vanilla under ' + ('its' if len(higher) == 1 else 'their')}"
+                         f"{'' if lower else ' worst case'}")
         if rest:
-            parts.append(f"{_names(rest)} {'is' if len(rest) == 1 else 'are'} not separable from {'it' if lower or higher else 'Vanilla'}")
+            parts.append(f"{_names(rest)} {'is' if len(rest) == 1 else 'are'} not separable from "
+                         f"{'it' if lower or higher else 'Vanilla'}")
     collapsed = [r for r in group.itertuples() if r.standing == COLLAPSED]
     if collapsed:
         parts.append(f"not compared (benign accuracy collapsed): {_names(collapsed)}")
     first = group.iloc[0]
     useless = {attack: rel for (d, a, attack, mode, ref), rel in flags.items()
-               if d == first["dataset"] and a == first["arch"] and mode == first["label_mode_filter"] and is_reference(ref)}
+               if d == first["dataset"] and a == first["arch"] and mode == first["label_mode_filter"]
+               and is_reference(ref)}
     if useless:
         parts.append(f"uninformative (clone of Vanilla below {threshold:g} of its benign accuracy): "
                      + ", ".join(f"{attack_label(k)} {rel:.2f}" for k, rel in useless.items()))
@@ -97,5 +101,6 @@ def verdict_sentences(tables: RunTables) -> list[str]:
             where = dataset_label(key[0]) + (f" ({key[1]})" if len(archs) > 1 else "")
             budget = f", {int(key[2]):,} queries" if split else ""
             lead = f"{where}, {MODE_WORDS.get(mode, mode_label(mode))}{budget}"
-            sentences.append(group_sentence(group.assign(label_mode_filter=mode), lead, flags, tables.uninformative_below))
+            sentences.append(group_sentence(group.assign(label_mode_filter=mode), lead, flags,
+                                            tables.uninformative_below))
     return sentences + detection_sentences(tables)

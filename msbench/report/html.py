@@ -70,7 +70,8 @@ def _shown(value: Any) -> str:
     if isinstance(value, float):
         if pd.isna(value):
             return ""
-        return str(int(value)) if value.is_integer() else f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip(".")
+        return (str(int(value)) if value.is_integer()
+                else f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}".rstrip("0").rstrip("."))
     if isinstance(value, dict):
         return "; ".join(f"{k}: {_shown(v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
@@ -91,10 +92,12 @@ def _cell_notes(results: pd.DataFrame) -> list[dict[str, str]]:
             texts = [_shown({k: v}) for k, v in parsed.items()] if isinstance(parsed, dict) else [_shown(parsed)]
         except (TypeError, ValueError):
             texts = [str(row["notes"])]
-        cell = f"{row['dataset']}/{row['arch']}/{row['defense']}/{row['attack']}/{row['label_mode']}/seed {_shown(row['seed'])}"
+        cell = (f"{row['dataset']}/{row['arch']}/{row['defense']}/{row['attack']}/{row['label_mode']}"
+                f"/seed {_shown(row['seed'])}")
         for text in texts:  # one row per distinct note item, so a note every cell repeats groups though others differ
             grouped.setdefault(text, []).append(cell)
-    return [{"cell": "; ".join(cells[:3]) + (f"; and {len(cells) - 3} more" if len(cells) > 3 else ""), "count": str(len(cells)),
+    return [{"cell": "; ".join(cells[:3]) + (f"; and {len(cells) - 3} more" if len(cells) > 3 else ""),
+             "count": str(len(cells)),
              "note": text} for text, cells in grouped.items()]
 
 
@@ -123,7 +126,8 @@ def _rendering_machine() -> list[tuple[str, str]]:
 
         rows.append(("torch", torch.__version__))
         rows.append(("CUDA (torch build)", str(torch.version.cuda or "none")))
-        rows.append(("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA device visible)"))
+        rows.append(("device",
+                     torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu (no CUDA device visible)"))
     except ImportError:
         rows.append(("torch", "not installed"))
     for package in ("pandas", "matplotlib", "seaborn", "jinja2"):
@@ -166,28 +170,33 @@ def render_html(tables: RunTables, sections: dict[str, list[Table]], figures: li
         "version": __version__,
         "runs": [{"dir": str(d), "name": s.get("name", d.name), "description": s.get("description", ""),
                   "settings": _settings(s)} for d, s in zip(tables.run_dirs, tables.suites)],
-        "counts": {"cells": progress.planned, "ok": progress.finished, "failed": progress.failed, "pending": progress.pending,
+        "counts": {"cells": progress.planned, "ok": progress.finished, "failed": progress.failed,
+                   "pending": progress.pending,
                    "timing_rows": len(tables.timing), "curve_points": len(tables.curves)},
         "partial": progress.sentence() if progress.partial else "",
         "verdict": verdict,  # headline.verdict_sentences, computed once by render_report
         "kept_apart": tables.kept_apart,
         "pending": [{k: _shown(row[k]) for k in ("dataset", "arch", "defense", "attack", "label_mode", "seed")}
                     for _, row in tables.pending.iterrows()],
-        "sections": [("Worst case: the verdict", "Per defense, the strongest attack of the runs; the headline table.", sections["worst"]),
+        "sections": [("Worst case: the verdict", "Per defense, the strongest attack of the runs; the headline table.",
+                      sections["worst"]),
                      ("Benign accuracy", "Paper Table 1.", sections["benign"]),
-                     ("Clone accuracy and relative performance", "Paper Tables 2 and 3, one table per attack.", sections["attacks"]),
+                     ("Clone accuracy and relative performance", "Paper Tables 2 and 3, one table per attack.",
+                      sections["attacks"]),
                      ("Inference time", "Paper Table 4 (from timing.csv).", sections["timing"]),
                      ("Training cost", "Paper Table B.1: victim training time relative to Vanilla on the same device.",
                       sections["cost"]),
-                     ("Further defenses", "Paper Table 5 style: defenses beyond the paper's, e.g. InI ablations.", sections["others"]),
-                     ("Detection defenses", "Per-account detectors: queries to detection, the clone kept there, accounts "
+                     ("Further defenses", "Paper Table 5 style: defenses beyond the paper's, e.g. InI ablations.",
+                      sections["others"]),
+                     ("Detection defenses",
+                      "Per-account detectors: queries to detection, the clone kept there, accounts "
                       "needed and benign false positives, beside what their papers claim.", sections["detection"])],
         "figures": [{**f, "data": base64.b64encode(f["png"]).decode("ascii")} for f in figures],
         "skipped": skipped,
-        "figure_note": (f"Error bars and bands: 95% confidence intervals of the mean over seeds (Student t), where there "
-                        f"are several. Collapsed victims (benign accuracy more than {tables.tolerance:g} points below "
-                        f"Vanilla's) are hatched in bars, dashed in curves, marked † in the heat map, and fall in the grey "
-                        f"band of the trade-off figure."),
+        "figure_note": (f"Error bars and bands: 95% confidence intervals of the mean over seeds (Student t), where "
+                        f"there are several. Collapsed victims (benign accuracy more than {tables.tolerance:g} points "
+                        f"below Vanilla's) are hatched in bars, dashed in curves, marked † in the heat map, and fall "
+                        f"in the grey band of the trade-off figure."),
         "failed": [{k: _shown(row[k]) for k in ("dataset", "arch", "defense", "attack", "label_mode", "seed", "error")}
                    for _, row in failed.iterrows()],
         "datasets": _dataset_notes(tables),

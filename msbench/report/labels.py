@@ -60,7 +60,8 @@ def mode_label(name: str) -> str:
 
 
 def paper_rank(name: str) -> tuple[int, ...] | None:
-    """Paper position of a defense: each link's ``paper_order`` (``ini+mad`` -> (4, 1)); None unless every link has one."""
+    """Paper position of a defense: each link's ``paper_order`` (``ini+mad`` -> (4, 1)); None unless
+    every link has one."""
     plugins = [plugin_class(DEFENSES, part) for part in split_variant(name)[0].split("+")]
     ranks = [plugin.paper_order if plugin is not None else None for plugin in plugins]
     return None if any(r is None for r in ranks) else tuple(ranks)

@@ -42,7 +42,8 @@ def _shown_length(latex: str) -> int:
 
 def natural_width(table: "Table") -> float:
     """The tabular's width in points, estimated from its longest cell per column (spanning headers included)."""
-    columns = [[table.columns[j]] + [row[j].latex for row in table.rows if j < len(row)] for j in range(len(table.columns))]
+    columns = [[table.columns[j]] + [row[j].latex for row in table.rows if j < len(row)]
+               for j in range(len(table.columns))]
     widths = [max(_shown_length(c) for c in column) * _CHAR_PT + _SEP_PT for column in columns]
     start = 1
     for label, span in table.groups:  # a spanning header wider than its columns widens them
@@ -108,8 +109,8 @@ def render_tables(tables: list["Table"], header: str) -> str:
     """The body of ``tables.tex``: a comment header, then every table."""
     comment = "\n".join(f"% {line}" for line in header.splitlines())
     body = "\n\n".join(render_table(t) for t in tables)
-    return (f"{comment}\n% Needs \\usepackage{{booktabs}} and \\usepackage{{graphicx}}. Print the notation once, e.g. under "
-            f"the first table: \\msbenchLegend\n\\providecommand{{\\msbenchLegend}}{{{LEGEND}}}\n\n{body}\n")
+    return (f"{comment}\n% Needs \\usepackage{{booktabs}} and \\usepackage{{graphicx}}. Print the notation once, e.g. "
+            f"under the first table: \\msbenchLegend\n\\providecommand{{\\msbenchLegend}}{{{LEGEND}}}\n\n{body}\n")
 
 
 def render_standalone(tables: list["Table"], header: str, title: str, verdict: list[str] = ()) -> str:
@@ -121,5 +122,6 @@ def render_standalone(tables: list["Table"], header: str, title: str, verdict: l
         r"\begin{document}", rf"\section*{{{escape(title)}}}"]
         + ([r"\paragraph{Verdict.}", r"\begin{itemize}"] + [rf"\item {escape(v)}" for v in verdict] + [r"\end{itemize}"]
            if verdict else []))
-    body = render_tables(tables, header) + "\n\\paragraph{Notation.} \\msbenchLegend\n" if tables else "No results to tabulate.\n"
+    body = (render_tables(tables, header) + "\n\\paragraph{Notation.} \\msbenchLegend\n" if tables
+            else "No results to tabulate.\n")
     return f"{preamble}\n{body}\n\\end{{document}}\n"

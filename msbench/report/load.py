@@ -18,7 +18,8 @@ from msbench.cells import digest
 from msbench.defenses import OutputDefense
 from msbench.plugin_modules import import_plugins
 from msbench.registry import DEFENSES
-from msbench.report.labels import (VARIANT, attack_label, dataset_label, defense_label, in_order, is_reference, mode_label,
+from msbench.report.labels import (VARIANT, attack_label, dataset_label, defense_label, in_order, is_reference,
+                                   mode_label,
                                    order_defenses, plugin_class)
 from msbench.report.runs import KEY, PENDING, TIMING_COLUMNS, RunTables
 from msbench.report.table_check import DTYPES, check_numbers, read_table
@@ -69,14 +70,16 @@ def settings_id(suite: dict[str, Any], dataset: str, arch: str, defense: str, at
     entry = datasets.get(dataset) or {}
     roles = {role: entry.get(role) for role in ("ood", "hash", "surrogate")}
     run = {k: v for k, v in (suite.get("run") or {}).items()
-           if k != "device" and not (k in COMPUTE_DEFAULTS and v == COMPUTE_DEFAULTS[k])}  # runs from before a setting existed merge
+           # runs from before a setting existed merge
+           if k != "device" and not (k in COMPUTE_DEFAULTS and v == COMPUTE_DEFAULTS[k])}
     return digest({"run": run, "dataset": entry, "roles": {r: datasets.get(n) for r, n in roles.items() if n},
                    "arch": arch, "defenses": [(n, (suite.get("defenses") or {}).get(n)) for n in _chain(defense)],
                    "attack": (suite.get("attacks") or {}).get(attack)})
 
 
 def planned_cells(suite: dict[str, Any]) -> pd.DataFrame:
-    """The cells of a suite.json's matrix (dataset, arch, defense, attack, label mode, seed), as the runner expands them."""
+    """The cells of a suite.json's matrix (dataset, arch, defense, attack, label mode, seed), as the
+    runner expands them."""
     m = suite.get("matrix") or {}
     axes = [m.get(k) or [] for k in ("datasets", "archs", "defenses", "attacks", "label_modes", "seeds")]
     rows = [(d, a, str(f).lower(), str(k).lower(), mode, int(s)) for d, a, f, k, mode, s in itertools.product(*axes)]
@@ -91,32 +94,38 @@ def _keep_apart(results: pd.DataFrame, names: dict[str, str]) -> tuple[pd.DataFr
     if results.empty or results["run"].nunique() < 2:
         return results, renamed, reasons
     ident = results["settings"].where(results["settings"].notna(), "unknown:" + results["run"].astype(str))
-    for (dataset, arch, defense), group in results.assign(ident=ident).groupby(["dataset", "arch", "defense"], sort=False):
+    for (dataset, arch, defense), group in results.assign(ident=ident).groupby(
+            ["dataset", "arch", "defense"], sort=False):
         clash = group.groupby(["attack", "label_mode"])["ident"].nunique()
         if clash.max() < 2:
             continue
         runs = in_order(group["run"])
         shown = [names[r] for r in runs]
         if len(set(shown)) < len(shown):
-            raise ValueError(f"cannot combine runs {', '.join(runs)}: {dataset}/{arch}/{defense} was run with different "
-                             f"settings in runs of the same name ({shown[0]}); rename a run directory or report them apart")
+            raise ValueError(f"cannot combine runs {', '.join(runs)}: {dataset}/{arch}/{defense} was run with "
+                             f"different settings in runs of the same name ({shown[0]}); rename a run directory or "
+                             f"report them apart")
         attack, mode = clash[clash >= 2].index[0]
-        reasons.append(f"{defense_label(defense)} on {dataset_label(dataset)} ({arch}) differs in settings between runs "
-                       f"{', '.join(shown)} (e.g. {attack_label(attack)} {mode_label(mode)}); shown apart by run name")
+        reasons.append(f"{defense_label(defense)} on {dataset_label(dataset)} ({arch}) differs in settings between "
+                       f"runs {', '.join(shown)} (e.g. {attack_label(attack)} {mode_label(mode)}); shown apart by run "
+                       f"name")
         renamed |= {(r, dataset, arch, defense) for r in runs}
     # a defense is judged against its own run's Vanilla: where that Vanilla is kept apart, so is
     # every defense of the run on that dataset and arch (else it would have no reference at all)
     references = {(r, dataset, arch) for r, dataset, arch, defense in renamed if is_reference(defense)}
     for run, dataset, arch in sorted(references):
-        others = set(results.loc[(results["run"] == run) & (results["dataset"] == dataset) & (results["arch"] == arch), "defense"])
+        others = set(results.loc[(results["run"] == run) & (results["dataset"] == dataset) & (results["arch"] == arch),
+                                 "defense"])
         followers = {d for d in others if (run, dataset, arch, d) not in renamed}
         if followers:
-            reasons.append(f"{', '.join(defense_label(d) for d in order_defenses(followers))} on {dataset_label(dataset)} "
-                           f"({arch}) compared with the Vanilla of run {names[run]}, shown with its name")
+            reasons.append(f"{', '.join(defense_label(d) for d in order_defenses(followers))} on "
+                           f"{dataset_label(dataset)} ({arch}) compared with the Vanilla of run {names[run]}, shown "
+                           f"with its name")
             renamed |= {(run, dataset, arch, d) for d in followers}
     if renamed:
         def rename(row):
-            return f"{row['defense']}{VARIANT}{names[row['run']]}" if (row["run"], row["dataset"], row["arch"], row["defense"]) in renamed else row["defense"]
+            return f"{row['defense']}{VARIANT}{names[row['run']]}" if (row["run"], row["dataset"], row["arch"],
+                                                                       row["defense"]) in renamed else row["defense"]
         results = results.assign(defense=results.apply(rename, axis=1))
     return results, renamed, reasons
 
@@ -171,15 +180,19 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
                 found = True
                 frame = frame.assign(run=run)
                 if name == "results":
-                    frame["settings"] = [settings_id(suite, *key) for key in zip(frame["dataset"], frame["arch"], frame["defense"], frame["attack"])]
+                    frame["settings"] = [settings_id(suite, *key) for key in zip(frame["dataset"], frame["arch"],
+                                                                                 frame["defense"], frame["attack"])]
                     planned = planned_cells(suite)
                     if not planned.empty:
                         frame = pd.concat([frame, planned.assign(status=PENDING, run=run, error="",
-                                                                 settings=[settings_id(suite, *k) for k in zip(planned["dataset"], planned["arch"], planned["defense"], planned["attack"])])],
+                                                                 settings=[settings_id(suite, *k) for k in zip(
+                                                                     planned["dataset"], planned["arch"],
+                                                                     planned["defense"], planned["attack"])])],
                                           ignore_index=True)
                 sink.append(frame)
         if not found:
-            raise FileNotFoundError(f"{run_dir}: none of results.csv, curves.csv, timing.csv is there (is it a run directory?)")
+            raise FileNotFoundError(f"{run_dir}: none of results.csv, curves.csv, timing.csv is there "
+                                    f"(is it a run directory?)")
     result_frame = _concat(results, RESULT_COLUMNS + ["run", "settings"])
     renamed: set = set()
     reasons: list[str] = []
@@ -205,7 +218,9 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
     if not curve_frame.empty:
         if renamed:
             curve_frame["defense"] = [f"{d}{VARIANT}{names[r]}" if (r, ds, a, d) in renamed else d
-                                      for r, ds, a, d in zip(curve_frame["run"], curve_frame["dataset"], curve_frame["arch"], curve_frame["defense"])]
+                                      for r, ds, a,
+                                      d in zip(curve_frame["run"], curve_frame["dataset"], curve_frame["arch"],
+                                               curve_frame["defense"])]
         curve_frame = curve_frame.drop_duplicates(CURVE_COLUMNS[:7], keep="last")
     return RunTables(dirs, result_frame.reset_index(drop=True), curve_frame.reset_index(drop=True),
                      _concat(timing, TIMING_COLUMNS + ["run"]), suites, reasons, sweep_frame.reset_index(drop=True))

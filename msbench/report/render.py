@@ -29,7 +29,8 @@ def _write(path: Path, text: str) -> None:
 
 
 def _formats(formats: Iterable[str] | str) -> tuple[str, ...]:
-    chosen = tuple(f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip())
+    chosen = tuple(f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats)
+                   if f.strip())
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown or not chosen:
         raise ValueError(f"unknown report format(s) {unknown or chosen}; expected some of {', '.join(FORMATS)}")
@@ -57,7 +58,8 @@ def render_report(run_dirs: list[Path] | Path, out: Path | None = None,
               + "".join(f"Verdict: {sentence}\n" for sentence in verdict))
     if "latex" in chosen:
         _write(out / "tables.tex", render_tables(flat, header))
-        _write(out / "tables_standalone.tex", render_standalone(flat, header, f"msbench report: {tables.name}", verdict))
+        _write(out / "tables_standalone.tex",
+               render_standalone(flat, header, f"msbench report: {tables.name}", verdict))
     if not tables.results.empty:
         _write(out / "summary.csv", summarise(tables.results).to_csv(index=False))
 
@@ -76,7 +78,8 @@ def render_report(run_dirs: list[Path] | Path, out: Path | None = None,
             continue
         written = figs.save(fig, stem, files)
         drawn.append({"name": name, "title": title, "files": [str(p.relative_to(out)) for p in written],
-                      "png": figs.png_bytes(fig) if "html" in chosen else b""})  # 300 dpi: the page shows it up to 1000 px wide
+                      # 300 dpi: the page shows it up to 1000 px wide
+                      "png": figs.png_bytes(fig) if "html" in chosen else b""})
     if "html" in chosen:
         _write(out / "index.html", render_html(tables, sections, drawn, skipped, tables.name, verdict))
     return out

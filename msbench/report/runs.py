@@ -56,7 +56,8 @@ class RunTables:
     timing: pd.DataFrame
     suites: list[dict[str, Any]] = field(default_factory=list)  # suite.json per run directory ({} if absent)
     kept_apart: list[str] = field(default_factory=list)  # one line per defense kept apart by run, and why
-    sweep: pd.DataFrame = field(default_factory=pd.DataFrame)  # trade-off sweep cells (``setting`` set), kept out of ``results``
+    # trade-off sweep cells (``setting`` set), kept out of ``results``
+    sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def name(self) -> str:
@@ -104,9 +105,11 @@ class RunTables:
         known = any(isinstance(s.get("matrix"), dict) for s in self.suites)
         if results.empty:
             return Progress(0, 0, 0, 0, known)
-        return Progress(len(results), int((results["status"] == "ok").sum()), len(self.failed), len(self.pending), known)
+        return Progress(len(results), int((results["status"] == "ok").sum()), len(self.failed), len(self.pending),
+                        known)
 
     def defenses(self) -> list[str]:
         """Every defense of any table, in report order: the key of the fixed colour per defense."""
         swept = list(self.sweep["defense"]) if "defense" in self.sweep else []
-        return order_defenses(list(self.results["defense"]) + list(self.curves["defense"]) + list(self.timing["defense"]) + swept)
+        return order_defenses(list(self.results["defense"]) + list(self.curves["defense"])
+                              + list(self.timing["defense"]) + swept)

@@ -29,7 +29,8 @@ Samples = Mapping[int, float]
 
 @dataclass(frozen=True)
 class Interval:
-    """Mean over seeds with its 95% confidence interval (Student t, n - 1 degrees of freedom); NaN bounds below 2 seeds."""
+    """Mean over seeds with its 95% confidence interval (Student t, n - 1 degrees of freedom); NaN
+    bounds below 2 seeds."""
 
     mean: float
     low: float

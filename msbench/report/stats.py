@@ -33,7 +33,8 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
 
     Rows whose every seed failed or pends keep ``n_ok = 0`` and NaN means, so tables can say so.
     """
-    columns = KEY + ["clone_mean", "clone_std", "clone_ci", "clone_ci_low", "clone_ci_high", "rel_mean", "rel_std", "rel_ci", "benign_mean", "benign_std",
+    columns = KEY + ["clone_mean", "clone_std", "clone_ci", "clone_ci_low", "clone_ci_high", "rel_mean", "rel_std",
+                     "rel_ci", "benign_mean", "benign_std",
                      "benign_ci", "fidelity_mean", "queries", "budget", "n_ok", "n_failed", "n_pending"]
     if results.empty:
         return pd.DataFrame(columns=columns)
@@ -45,9 +46,12 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
         rows.append({**dict(zip(KEY, key)),
                      "clone_mean": ok["clone_acc"].mean(), "clone_std": ok["clone_acc"].std(ddof=1),
                      "clone_ci": (clone.high - clone.low) / 2, "clone_ci_low": clone.low, "clone_ci_high": clone.high,
-                     "rel_mean": ok["relative_perf"].mean(), "rel_std": ok["relative_perf"].std(ddof=1), "rel_ci": ci95(ok["relative_perf"]),
-                     "benign_mean": ok["benign_acc"].mean(), "benign_std": ok["benign_acc"].std(ddof=1), "benign_ci": ci95(ok["benign_acc"]),
-                     "fidelity_mean": ok["fidelity"].mean(), "queries": pd.to_numeric(ok["queries"], errors="coerce").mean(),
+                     "rel_mean": ok["relative_perf"].mean(), "rel_std": ok["relative_perf"].std(ddof=1),
+                     "rel_ci": ci95(ok["relative_perf"]),
+                     "benign_mean": ok["benign_acc"].mean(), "benign_std": ok["benign_acc"].std(ddof=1),
+                     "benign_ci": ci95(ok["benign_acc"]),
+                     "fidelity_mean": ok["fidelity"].mean(),
+                     "queries": pd.to_numeric(ok["queries"], errors="coerce").mean(),
                      "budget": pd.to_numeric(group["budget"], errors="coerce").max(),
                      "n_ok": len(ok), "n_failed": len(group) - len(ok) - pending, "n_pending": pending})
     return pd.DataFrame(rows, columns=columns)
@@ -66,7 +70,8 @@ def benign_summary(results: pd.DataFrame) -> pd.DataFrame:
     per_seed = ok.drop_duplicates(["dataset", "arch", "defense", "seed"])
     rows = []
     for (dataset, arch, defense), group in results.groupby(["dataset", "arch", "defense"], sort=False):
-        values = per_seed[(per_seed["dataset"] == dataset) & (per_seed["arch"] == arch) & (per_seed["defense"] == defense)]
+        values = per_seed[(per_seed["dataset"] == dataset) & (per_seed["arch"] == arch)
+                          & (per_seed["defense"] == defense)]
         pending = set(group.loc[group["status"] == PENDING, "seed"]) - set(values["seed"])
         rows.append({"dataset": dataset, "arch": arch, "defense": defense, "benign_mean": values["benign_acc"].mean(),
                      "benign_std": values["benign_acc"].std(ddof=1), "benign_ci": ci95(values["benign_acc"]),

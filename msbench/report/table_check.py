@@ -18,7 +18,8 @@ import pandas as pd
 from msbench.config import InputError
 from msbench.results import _COUNT, _NUMBER, _TEXT, CURVE_DTYPES, RESULT_DTYPES
 
-TIMING_DTYPES = {c: _NUMBER for c in ("batch_size", "repeats", "warmup", "total_seconds", "ms_per_query", "ms_per_image",
+TIMING_DTYPES = {c: _NUMBER for c in ("batch_size", "repeats", "warmup", "total_seconds", "ms_per_query",
+                                      "ms_per_image",
                                       "slowdown", "benign_acc", "seed", "threads")}
 """The number columns of ``timing.csv`` (``msbench.timing.stage.COLUMNS``); the rest is text."""
 DTYPES: dict[str, dict[str, str]] = {"results": RESULT_DTYPES, "curves": CURVE_DTYPES, "timing": TIMING_DTYPES}

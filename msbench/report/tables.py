@@ -1,14 +1,15 @@
 """The report's tables, built once from the run tables and rendered twice (LaTeX and HTML): the
 worst-case verdict, benign accuracy (paper Table 1), clone accuracy per attack (Tables 2/3),
-inference time (Table 4), training cost (Table B.1, ``training_cost``) and further defenses (Table 5 style). Cells and formats: ``cell``."""
+inference time (Table 4, ``timing_table``), training cost (Table B.1, ``training_cost``) and
+further defenses (Table 5 style). Cells and formats: ``cell``."""
 from __future__ import annotations
 
 import pandas as pd
 
 from msbench.report import verdict
 from msbench.report.cell import (COLLAPSED_MARK, UNINFORMATIVE_MARK, Cell, Table, accuracy_cell, attack_cell, bold_best,
-                                 cost_model_latex, finite, fmt_budget, fmt_clone, fmt_seconds, mark_collapsed,
-                                 mark_uninformative, points, slug, with_n)
+                                 finite, fmt_budget, fmt_clone, mark_collapsed, mark_uninformative, points, slug,
+                                 with_n)
 from msbench.report.context import Context, label_only_note, lookup, seed_counts, seeds_note
 from msbench.report.detection import accounts, detection_tables
 from msbench.report.informative import is_uninformative, uninformative_settings
@@ -17,6 +18,7 @@ from msbench.report.labels import (attack_label, dataset_label, defense_label, i
                                    is_paper_defense, is_reference, mode_label, order_attacks, order_defenses)
 from msbench.report.runs import RunTables
 from msbench.report.stats import benign_summary, seed_values, summarise
+from msbench.report.timing_table import timing_tables
 from msbench.report.training_cost import training_cost_tables
 
 
@@ -35,11 +37,13 @@ def benign_tables(tables: RunTables, ctx: Context) -> list[Table]:
             row = [Cell.label(defense_label(defense))]
             for dataset in datasets:
                 hit = lookup(summary, dataset=dataset, arch=arch, defense=defense)
-                cell = Cell.empty() if hit is None else accuracy_cell(hit["benign_mean"], hit["benign_ci"], hit["n"], hit["n_pending"])
+                cell = Cell.empty() if hit is None else accuracy_cell(hit["benign_mean"], hit["benign_ci"], hit["n"],
+                                                                      hit["n_pending"])
                 row.append(ctx.mark(cell, dataset, arch, defense))
             rows.append(row)
         out.append(Table(slug("benign", arch), f"Benign accuracy ({arch})",
-                         f"Benign accuracy (%) of each defense on the victim's test set ({arch}).{seeds_note(frame)}{ctx.notes()}",
+                         f"Benign accuracy (%) of each defense on the victim's test set "
+                         f"({arch}).{seeds_note(frame)}{ctx.notes()}",
                          ["Defense"] + [dataset_label(d) for d in datasets], rows,
                          short=f"Benign accuracy (%) of each defense's victim ({arch}).{_n_short(frame)}"))
     return out
@@ -67,9 +71,11 @@ class CloneColumns:
             for j, (outer, mode) in enumerate(columns, start=1):
                 keys = {"defense": defense, "label_mode": mode, outer_key: outer, **fixed}
                 hit = lookup(self.summary, **keys)
-                samples = self.values.get(tuple(keys[k] for k in ("dataset", "arch", "defense", "attack", "label_mode")))
+                samples = self.values.get(tuple(keys[k] for k in ("dataset", "arch", "defense", "attack",
+                                                                  "label_mode")))
                 cell = ctx.mark(attack_cell(hit, samples), keys["dataset"], keys["arch"], defense)
-                if is_uninformative(self.flags, keys["dataset"], keys["arch"], keys["attack"], mode, defense, self.present):
+                if is_uninformative(self.flags, keys["dataset"], keys["arch"], keys["attack"], mode, defense,
+                                    self.present):
                     skip.add(j)
                     mark_uninformative(cell)
                     cell.eligible = False
@@ -86,8 +92,8 @@ class CloneColumns:
         return rows, skip
 
     def note(self, shown: bool) -> str:
-        return (f" {UNINFORMATIVE_MARK}: an uninformative attack setting (its clone of Vanilla stays below {self.threshold:g} "
-                f"of Vanilla's benign accuracy): shown, never bold." if shown else "")
+        return (f" {UNINFORMATIVE_MARK}: an uninformative attack setting (its clone of Vanilla stays below "
+                f"{self.threshold:g} of Vanilla's benign accuracy): shown, never bold." if shown else "")
 
 
 def _mark_leaves(leaves: list[str], skip: set[int]) -> list[str]:
@@ -123,15 +129,18 @@ def attack_tables(tables: RunTables, ctx: Context, clone: CloneColumns) -> list[
             columns = in_order(zip(frame["dataset"], frame["label_mode"]))
             columns = sorted(columns, key=lambda c: in_order(frame["dataset"]).index(c[0]))
             groups, leaves = _grouped_headers(columns, dataset_label)
-            rows, skip = clone.rows(ctx, order_defenses(frame["defense"]), columns, {"attack": attack, "arch": arch}, "dataset")
+            rows, skip = clone.rows(ctx, order_defenses(frame["defense"]), columns, {"attack": attack, "arch": arch},
+                                    "dataset")
             bound = label_only_note([attack]) if "hard" in set(frame["label_mode"]) else ""
             out.append(Table(slug("clone", attack, arch), f"{attack_label(attack)} ({arch})",
                              f"{attack_label(attack)} attack ({arch}): clone accuracy (%) and relative "
-                             f"performance (clone / benign accuracy) on the victim's test set. Lower is a better defense; "
-                             f"bold: the best per column among the defenses that kept their benign accuracy, when "
-                             f"separable from another.{bound}{seeds_note(frame)}{clone.note(bool(skip))}{ctx.notes()}",
+                             f"performance (clone / benign accuracy) on the victim's test set. Lower is a better "
+                             f"defense; bold: the best per column among the defenses that kept their benign accuracy, "
+                             f"when separable from "
+                             f"another.{bound}{seeds_note(frame)}{clone.note(bool(skip))}{ctx.notes()}",
                              ["Defense"] + _mark_leaves(leaves, skip), rows, groups, wide=len(leaves) > 4,
-                             short=f"{attack_label(attack)} ({arch}): clone accuracy (%) and relative performance.{_n_short(frame)}"))
+                             short=f"{attack_label(attack)} ({arch}): clone accuracy (%) and relative "
+                                   f"performance.{_n_short(frame)}"))
     return out
 
 
@@ -140,7 +149,8 @@ def _n_short(frame: pd.DataFrame) -> str:
     counts = seed_counts(frame)
     if not counts:
         return ""
-    return f" n = {counts[0]} seed{'s' if counts[0] > 1 else ''}." if len(counts) == 1 else f" {counts[0]}-{counts[-1]} seeds (n per cell)."
+    return (f" n = {counts[0]} seed{'s' if counts[0] > 1 else ''}." if len(counts) == 1
+            else f" {counts[0]}-{counts[-1]} seeds (n per cell).")
 
 
 def other_defense_tables(tables: RunTables, ctx: Context, clone: CloneColumns) -> list[Table]:
@@ -169,8 +179,8 @@ def other_defense_tables(tables: RunTables, ctx: Context, clone: CloneColumns) -
             out.append(Table(slug("other", dataset, arch), f"Further defenses on {dataset_label(dataset)} ({arch})",
                              f"Defenses beyond the paper's main table (e.g. InI ablations) on {dataset_label(dataset)} "
                              f"({arch}), next to Vanilla and InI: clone accuracy (%) and relative performance. "
-                             f"Lower is better; bold: the best per column among the eligible defenses, when separable from another."
-                             f"{seeds_note(frame)}{clone.note(bool(skip))}{ctx.notes()}",
+                             f"Lower is better; bold: the best per column among the eligible defenses, when separable "
+                             f"from another.{seeds_note(frame)}{clone.note(bool(skip))}{ctx.notes()}",
                              ["Defense"] + _mark_leaves(leaves, skip), rows, groups, wide=len(leaves) > 4))
     return out
 
@@ -191,18 +201,20 @@ def _worst_clone(r) -> Cell:
     text, latex = fmt_clone(r.clone_mean, r.clone_ci, r.rel_mean)
     if not r.complete:  # pending or failed settings might still beat it
         text, latex = f"≥{text}", f"$\\geq${latex}"
-    return Cell(text, latex, round(float(r.clone_mean), 2), bold=bool(r.best), eligible=r.standing == verdict.RANKED and r.complete)
+    return Cell(text, latex, round(float(r.clone_mean), 2), bold=bool(r.best),
+                eligible=r.standing == verdict.RANKED and r.complete)
 
 
 def _worst_caption(group: pd.DataFrame, scope: pd.DataFrame, where: str, ctx: Context, attacks: list[str]) -> str:
     collapsed = (group["standing"] == verdict.COLLAPSED).any()
-    return (f"Worst case over every attack and label mode on {where}: per defense, the highest mean clone accuracy (%) over "
-            f"seeds with its relative performance, the seeds behind it (n), its difference from Vanilla's worst case "
-            f"with the 95% interval of the difference, and the attack that achieved it. Ranked: defenses within "
+    return (f"Worst case over every attack and label mode on {where}: per defense, the highest mean clone accuracy (%) "
+            f"over seeds with its relative performance, the seeds behind it (n), its difference from Vanilla's worst "
+            f"case with the 95% interval of the difference, and the attack that achieved it. Ranked: defenses within "
             f"{points(ctx.tolerance)} of Vanilla's benign accuracy; rank = 1 + the defenses significantly lower (=k: "
             f"shared; ~: indicative, a comparison without a test); bold: below another ranked defense and "
             f"above none, every attack setting finished."
-            + (f" {COLLAPSED_MARK}: collapsed victim (benign accuracy more than {points(ctx.tolerance)} below Vanilla's)." if collapsed else "")
+            + (f" {COLLAPSED_MARK}: collapsed victim (benign accuracy more than {points(ctx.tolerance)} below "
+               f"Vanilla's)." if collapsed else "")
             + (" ≥: some attack settings are pending or failed, so the worst case may be higher."
                if (~group["complete"].astype(bool)).any() else "")
             + (f" {UNINFORMATIVE_MARK}: the attack is uninformative (it steals little even from Vanilla)."
@@ -230,12 +242,15 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
             if r.standing == verdict.COLLAPSED:
                 mark_collapsed(benign)
             attack = Cell.empty() if r.settings_finished == 0 else Cell.label(
-                f"{attack_label(r.attack)} {mode_label(r.label_mode)}" + (f" {UNINFORMATIVE_MARK}" if r.uninformative else "")
-                + (f", {accounts(r.accounts_needed)}" if finite(r.accounts_needed) else ""))  # a detection defense's cost
+                f"{attack_label(r.attack)} {mode_label(r.label_mode)}"
+                + (f" {UNINFORMATIVE_MARK}" if r.uninformative else "")
+                + (f", {accounts(r.accounts_needed)}" if finite(r.accounts_needed)  # a detection defense's cost
+                   else ""))
             n = Cell(str(r.n), str(r.n), float(r.n)) if r.n else Cell.empty()
             settings = Cell(f"{r.settings_finished}/{r.settings_total}", f"{r.settings_finished}/{r.settings_total}",
                             float(r.settings_finished))
-            rank_cell = Cell(rank, escape(rank).replace(r"\textasciitilde{}", r"$\sim$"), float(r.rank) if not pd.isna(r.rank) else None)
+            rank_cell = Cell(rank, escape(rank).replace(r"\textasciitilde{}", r"$\sim$"),
+                             float(r.rank) if not pd.isna(r.rank) else None)
             rows.append([Cell.label(defense_label(r.defense)), rank_cell, benign, _worst_clone(r), n, _versus(r),
                          attack, settings])
         scope = tables.results[(tables.results["dataset"] == dataset) & (tables.results["arch"] == arch)]
@@ -244,47 +259,8 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
                          _worst_caption(group, scope, where, ctx, in_order(scope["attack"])),
                          ["Defense", "Rank", "Benign acc.", "Worst-case clone acc.", "n", "vs. Vanilla", "Attack",
                           "Settings done"], rows, wide=True, bookkeeping=(7,),
-                         short=f"Worst case per defense on {where}: the highest mean clone accuracy (%) over the attack "
-                               f"battery, and its difference from Vanilla's [95% CI]."))
-    return out
-
-
-def timing_tables(tables: RunTables) -> list[Table]:
-    """Table 4: per (dataset, arch, input), each defense's cost model, total seconds and slowdown per batch size."""
-    timing = tables.timing
-    if timing.empty:
-        return []
-    out = []
-    keys = ["dataset", "arch", "input"]
-    for key, frame in timing.groupby(keys, sort=False, dropna=False):
-        dataset, arch, inputs = key
-        sizes = sorted(int(b) for b in in_order(frame["batch_size"]))
-        with_impl = int("implementation" in frame.columns and bool(frame["implementation"].notna().any()))
-        rows = []
-        for defense in order_defenses(frame["defense"]):
-            row = [Cell.label(defense_label(defense))]
-            if with_impl:  # official vs fast forms have different cost models
-                row.append(Cell.label(", ".join(str(v) for v in in_order(frame.loc[frame["defense"] == defense, "implementation"].dropna()))))
-            for size in sizes:
-                hit = frame[(frame["defense"] == defense) & (frame["batch_size"] == size)]
-                if hit.empty or not finite(hit["total_seconds"].mean()):
-                    row += [Cell.empty(), Cell.failed() if not hit.empty else Cell.empty(), Cell.empty()]
-                    continue
-                model = str(hit["cost_model"].dropna().iloc[0]) if hit["cost_model"].notna().any() else ""
-                seconds, slowdown = float(hit["total_seconds"].mean()), hit["slowdown"].mean()
-                row.append(Cell(model, cost_model_latex(model) if model else "", model))
-                row.append(Cell(fmt_seconds(seconds), fmt_seconds(seconds), seconds))
-                row.append(Cell(f"{slowdown:.2f}×", f"{slowdown:.2f}$\\times$", float(slowdown)) if finite(slowdown) else Cell.empty())
-            rows.append(row)
-        repeats = ", ".join(str(int(r)) for r in in_order(frame["repeats"].dropna()))
-        devices = ", ".join(str(d) for d in in_order(frame["device"].dropna()))
-        groups = [("", 1)] * with_impl + [(f"Batch size {size}" if size > 1 else "Single query", 3) for size in sizes]
-        leaves = ["Implementation"] * with_impl + ["Cost model", "Time (s)", "Slowdown"] * len(sizes)
-        out.append(Table(slug("timing", dataset, arch, inputs), f"Inference time: {dataset_label(dataset)}, {arch}, {inputs} inputs",
-                         f"Inference time of each defense ({dataset_label(dataset)}, {arch}, {inputs} inputs): the paper's "
-                         f"cost model, total seconds over {repeats or '?'} repeated queries on {devices or 'an unrecorded device'}, "
-                         f"and the slowdown relative to Vanilla.",
-                         ["Defense"] + leaves, rows, groups, wide=True))
+                         short=f"Worst case per defense on {where}: the highest mean clone accuracy (%) over the "
+                               f"attack battery, and its difference from Vanilla's [95% CI]."))
     return out
 
 

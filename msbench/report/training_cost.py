@@ -46,7 +46,8 @@ def cost_cell(costs: pd.DataFrame, defense: str, reference: str, dataset: str, a
                  & (costs["victim_device"] == device)]
     seconds = float(mine["victim_seconds"].mean())
     if base.empty or not float(base["victim_seconds"].mean()) > 0:
-        return Cell(f"{NO_REFERENCE} ({fmt_seconds(seconds)} s)", f"\\textit{{{NO_REFERENCE}}} ({fmt_seconds(seconds)} s)", None)
+        return Cell(f"{NO_REFERENCE} ({fmt_seconds(seconds)} s)",
+                    f"\\textit{{{NO_REFERENCE}}} ({fmt_seconds(seconds)} s)", None)
     ratio = seconds / float(base["victim_seconds"].mean())
     seeds = f", {len(mine)} seeds" if len(mine) > 1 else ""
     return Cell(f"{ratio:.2f}× ({fmt_seconds(seconds)} s{seeds})",
@@ -75,9 +76,10 @@ def training_cost_tables(tables: RunTables) -> list[Table]:
                         + [cost_cell(frame, defense, reference, dataset, arch, device) for dataset, device in columns])
         leaves = [device or f"device {NOT_RECORDED}" for _, device in columns]
         out.append(Table(slug("training-cost", arch), f"Training cost ({arch})",
-                         f"Training time of each defense's victim relative to Vanilla's on the same device ({arch}; paper "
-                         f"Table B.1), with the mean training seconds over seeds. A victim's time covers its whole defense "
-                         f"chain (e.g. AM's base victim and misinformation model). Times from different devices or thread "
-                         f"counts are not compared; \"{NOT_RECORDED}\": the records predate the training device's record.",
+                         f"Training time of each defense's victim relative to Vanilla's on the same device ({arch}; "
+                         f"paper Table B.1), with the mean training seconds over seeds. A victim's time covers its "
+                         f"whole defense chain (e.g. AM's base victim and misinformation model). Times from different "
+                         f"devices or thread counts are not compared; \"{NOT_RECORDED}\": the records predate the "
+                         f"training device's record.",
                          ["Defense"] + leaves, rows, groups, wide=len(leaves) > 4))
     return out

@@ -64,10 +64,12 @@ def _row(settings: pd.DataFrame, values: dict, flags: dict, victim: tuple, stand
     """One defense's worst case (the attack setting of highest mean clone accuracy) and its per-seed values."""
     dataset, arch, defense = victim
     attack_order = order_attacks(settings["attack"])
-    settings = settings.assign(_order=[attack_order.index(a) for a in settings["attack"]]).sort_values("_order", kind="stable")
+    settings = settings.assign(_order=[attack_order.index(a) for a in settings["attack"]]).sort_values(
+        "_order", kind="stable")
     finished = settings[settings["n_ok"] > 0]
     worst = finished.loc[finished["clone_mean"].idxmax()] if not finished.empty else None
-    samples = values.get((dataset, arch, defense, worst["attack"], worst["label_mode"]), {}) if worst is not None else {}
+    samples = values.get((dataset, arch, defense, worst["attack"], worst["label_mode"]),
+                         {}) if worst is not None else {}
     spread = significance.interval(samples)
     nan = float("nan")
     return {"dataset": dataset, "arch": arch, "rank": pd.NA, "tied": False, "indicative": False, "best": False,
@@ -82,14 +84,16 @@ def _row(settings: pd.DataFrame, values: dict, flags: dict, victim: tuple, stand
             "rel_ci": worst["rel_ci"] if worst is not None else nan,
             "attack": worst["attack"] if worst is not None else "",
             "label_mode": worst["label_mode"] if worst is not None else "",
-            "uninformative": worst is not None and is_uninformative(flags, dataset, arch, worst["attack"], worst["label_mode"],
+            "uninformative": worst is not None and is_uninformative(flags, dataset, arch, worst["attack"],
+                                                                    worst["label_mode"],
                                                                     defense, present),
             "queries": worst["queries"] if worst is not None else nan,
             "vs_reference": nan, "vs_reference_low": nan, "vs_reference_high": nan, "vs_reference_p": nan,
             "vs_reference_test": "", "separable": False,
             "settings_finished": len(finished), "settings_total": len(settings),
             "complete": bool(((settings["n_pending"] == 0) & (settings["n_ok"] > 0)).all()),
-            "label_only_bound": worst is not None and worst["label_mode"] == "hard" and is_pool_attack(worst["attack"])}, samples
+            "label_only_bound": (worst is not None and worst["label_mode"] == "hard"
+                                 and is_pool_attack(worst["attack"]))}, samples
 
 
 def _judge(rows: list[dict], samples: dict[str, dict[int, float]], present: set) -> pd.DataFrame:
@@ -115,7 +119,8 @@ def _judge(rows: list[dict], samples: dict[str, dict[int, float]], present: set)
     frame = pd.DataFrame(rows, columns=COLUMNS)
     order = {RANKED: 0, REFERENCE_ROW: 1, COLLAPSED: 2, UNCHECKED: 3}
     frame = frame.assign(_standing=frame["standing"].map(order), _rank=pd.to_numeric(frame["rank"], errors="coerce"))
-    return frame.sort_values(["_standing", "_rank", "clone_mean"], kind="stable", na_position="last").drop(columns=["_standing", "_rank"])
+    return frame.sort_values(["_standing", "_rank", "clone_mean"], kind="stable",
+                             na_position="last").drop(columns=["_standing", "_rank"])
 
 
 def worst_case(tables: RunTables, label_mode: str | None = None) -> pd.DataFrame:
@@ -131,7 +136,8 @@ def worst_case(tables: RunTables, label_mode: str | None = None) -> pd.DataFrame
     check = benign_check(tables.results, tables.tolerance).set_index(["dataset", "arch", "defense"])
     benign = benign_summary(tables.results).set_index(["dataset", "arch", "defense"])
     values = seed_values(results)
-    flags = uninformative_settings(summary if label_mode is None else summarise(tables.results), tables.uninformative_below)
+    flags = uninformative_settings(summary if label_mode is None else summarise(tables.results),
+                                   tables.uninformative_below)
     split = budget_split(summary)
     keys = ["dataset", "arch"] + (["budget"] if split else [])
     present = set(tables.results["defense"])
@@ -141,7 +147,8 @@ def worst_case(tables: RunTables, label_mode: str | None = None) -> pd.DataFrame
         rows, samples = [], {}
         for defense in order_defenses(group["defense"]):
             victim = (dataset, arch, defense)
-            row, samples[defense] = _row(group[group["defense"] == defense], values, flags, victim, _standing(check, victim),
+            row, samples[defense] = _row(group[group["defense"] == defense], values, flags, victim,
+                                         _standing(check, victim),
                                          benign, check, present)
             row["budget"] = group_key[2] if split else float("nan")
             rows.append(row)
@@ -162,7 +169,8 @@ def attacks_in(tables: RunTables) -> list[tuple[str, str]]:
     return sorted(in_order(zip(results["attack"], results["label_mode"])), key=lambda k: order.index(k[0]))
 
 
-PER_ATTACK_COLUMNS = ["dataset", "arch", "attack", "label_mode", "defense", "standing", "clone_mean", "ci_low", "ci_high",
+PER_ATTACK_COLUMNS = ["dataset", "arch", "attack", "label_mode", "defense", "standing", "clone_mean", "ci_low",
+                      "ci_high",
                       "n", "n_differs", "rel_mean", "rank", "tied", "indicative", "best", "uninformative"]
 
 
@@ -179,7 +187,8 @@ def per_attack(tables: RunTables) -> pd.DataFrame:
     flags = uninformative_settings(summary, tables.uninformative_below)
     present = set(results["defense"])
     out = []
-    for (dataset, arch, attack, mode), column in summary.groupby(["dataset", "arch", "attack", "label_mode"], sort=False):
+    for (dataset, arch, attack, mode), column in summary.groupby(
+            ["dataset", "arch", "attack", "label_mode"], sort=False):
         rows = []
         for r in column.itertuples():
             samples = values.get((dataset, arch, r.defense, attack, mode), {})

@@ -59,7 +59,8 @@ def input_pool(ws: "Workspace", dataset: str, kind: str, seed: int) -> torch.Ten
         shape = ws.suite.spec(dataset).shape
         generator = torch.Generator().manual_seed(seed)
         return torch.rand((RANDOM_POOL, *shape), generator=generator).to(ws.device)
-    data = ws.splits(dataset).test if kind == "id" else ws.role_data(dataset, "ood").subset(ws.suite.subset(dataset, "test"), seed)
+    data = (ws.splits(dataset).test if kind == "id"
+            else ws.role_data(dataset, "ood").subset(ws.suite.subset(dataset, "test"), seed))
     return data.floats(device=ws.device)
 
 

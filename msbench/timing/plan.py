@@ -77,8 +77,10 @@ def short_suite(suite: "Suite", plan: Plan) -> "Suite":
     if dataset_options.victim:  # per-dataset recipe overrides must not undo the short recipe
         dataset_options = dataclasses.replace(dataset_options, victim={**dataset_options.victim, **short})
     datasets[plan.dataset] = dataset_options
-    configs = {name.lower(): override_config(suite, name.lower(), table, str(suite.path)) for name, table in options.overrides.items()}
-    defenses = {name: PluginSettings(configs.get(name, s.config), s.recipe.with_(**short)) for name, s in base.defenses.items()}
+    configs = {name.lower(): override_config(suite, name.lower(), table, str(suite.path)) for name,
+               table in options.overrides.items()}
+    defenses = {name: PluginSettings(configs.get(name, s.config), s.recipe.with_(**short)) for name,
+                s in base.defenses.items()}
     return dataclasses.replace(base, name=f"{suite.name}-{TIMING_VICTIMS}", datasets=datasets, defenses=defenses,
                                run=dataclasses.replace(suite.run, **subsets), victim=suite.victim.with_(**short))
 
@@ -90,7 +92,8 @@ def plan_key(suite: "Suite", plan: Plan, device_label: str) -> str:
     for arch in plan.archs:
         source = derived["suite" if uses_suite_victims(suite, plan, arch) else "timing"]
         for composition in plan.defenses:
-            victims[f"{arch}/{composition}"] = victim_key(source, plan.dataset, arch, source.chain(composition), plan.seed)
+            victims[f"{arch}/{composition}"] = victim_key(source, plan.dataset, arch, source.chain(composition),
+                                                          plan.seed)
     settings = {"archs": plan.archs, "dataset": plan.dataset, "defenses": plan.defenses, **as_dict(plan.options)}
     return digest({"settings": settings, "victims": victims, "device": device_label, "torch": torch.__version__})
 

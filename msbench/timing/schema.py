@@ -31,9 +31,11 @@ class TimingOptions:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 128])
     repeats: int = 2000  # timed calls per measurement (the paper's 2000)
     warmup: int = 10  # untimed calls first (allocator, cuDNN autotuning, lazy init)
-    inputs: list[InputKind] = field(default_factory=lambda: ["random"])  # "random", "id" (test images), "ood" (ood role)
+    # "random", "id" (test images), "ood" (ood role)
+    inputs: list[InputKind] = field(default_factory=lambda: ["random"])
     with_run: bool = True  # false: `msbench run` skips this stage; `msbench time` runs it
-    victims: VictimSource = "auto"  # "auto": the suite's victims where the matrix has the arch, else short; "suite"; "short"
+    # "auto": the suite's victims where the matrix has the arch, else short; "suite"; "short"
+    victims: VictimSource = "auto"
     epochs: int = 1  # short recipe: epochs of every defense's training recipe
     batch_size: int | None = None  # short recipe: training batch size (None: each recipe's own); small batches
     # take more SGD steps per image, which is what a deep victim trained on few images needs
@@ -51,7 +53,8 @@ class TimingOptions:
         for i, arch in enumerate(self.archs or []):
             plugin_name(ARCHITECTURES, arch, file, f"timing.archs[{i}]")
         if self.dataset is not None and self.dataset not in suite.matrix.datasets:
-            raise SuiteError(file, "timing.dataset", f"expected one of the matrix's datasets ({', '.join(suite.matrix.datasets)}), got '{self.dataset}'")
+            raise SuiteError(file, "timing.dataset", f"expected one of the matrix's datasets "
+                                                     f"({', '.join(suite.matrix.datasets)}), got '{self.dataset}'")
         for i, composition in enumerate(self.defenses or []):
             key = f"timing.defenses[{i}]"
             for part in composition.split("+"):
@@ -72,7 +75,8 @@ class TimingOptions:
             key = f"timing.overrides.{name}"
             plugin_name(DEFENSES, name, file, key)
             override_config(suite, name, table, file)
-        for key, least in (("repeats", 1), ("warmup", 0), ("epochs", 0), ("batch_size", 1), ("train_subset", 1), ("test_subset", 1), ("threads", 1)):
+        for key, least in (("repeats", 1), ("warmup", 0), ("epochs", 0), ("batch_size", 1), ("train_subset", 1),
+                           ("test_subset", 1), ("threads", 1)):
             value = getattr(self, key)
             if value is not None and value < least:
                 raise SuiteError(file, f"timing.{key}", f"expected an integer >= {least}, got {value}")

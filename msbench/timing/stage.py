@@ -25,7 +25,8 @@ from msbench.registry import DEFENSES
 from msbench.suite import Suite, check_data, load_suite
 from msbench.timing.cost import chain_cost
 from msbench.timing.measure import cycling, device_name, input_pool, time_calls
-from msbench.timing.plan import (TIMING_VICTIMS, Plan, make_plan, plan_key, recipe_label, short_suite, uses_suite_victims,
+from msbench.timing.plan import (TIMING_VICTIMS, Plan, make_plan, plan_key, recipe_label, short_suite,
+                                 uses_suite_victims,
                                  with_settings)
 from msbench.timing.summary import timing_summary
 from msbench.version import __version__
@@ -34,7 +35,8 @@ from msbench.workspace import Workspace, resolve_device
 NO_TIMING = ("no [timing] section, so nothing is chosen to time: add one naming the defenses, archs, batch sizes "
              "and repeats to measure (docs/performance.md; suites/quick.toml has one)")
 COLUMNS = ["defense", "arch", "dataset", "input", "batch_size", "repeats", "warmup", "total_seconds", "ms_per_query",
-           "ms_per_image", "slowdown", "cost_model", "implementation", "victim_source", "victim_recipe", "victim_trained",
+           "ms_per_image", "slowdown", "cost_model", "implementation", "victim_source", "victim_recipe",
+           "victim_trained",
            "benign_acc", "seed", "device", "threads", "torch", "msbench", "plan_key"]
 
 
@@ -85,14 +87,16 @@ def time_suite(suite: "str | Path | Suite", data_root: str | Path | None = None,
                 workspaces[source] = Workspace(full, root, run_dir, dev)
             else:
                 derived = short_suite(suite, plan)
-                write_atomic(run_dir / TIMING_VICTIMS / "suite.json", json.dumps(derived.resolved(), indent=1, default=str))
+                write_atomic(run_dir / TIMING_VICTIMS / "suite.json",
+                             json.dumps(derived.resolved(), indent=1, default=str))
                 workspaces[source] = Workspace(derived, root, run_dir / TIMING_VICTIMS, dev)
         return workspaces[source], source
 
-    echo(f"{suite.name}: timing {len(plan.defenses)} defenses x {len(plan.archs)} archs x {len(options.batch_sizes)} batch sizes"
-         f" x {len(options.inputs)} inputs, {options.repeats} calls each, on {dev}")
+    echo(f"{suite.name}: timing {len(plan.defenses)} defenses x {len(plan.archs)} archs x {len(options.batch_sizes)} "
+         f"batch sizes x {len(options.inputs)} inputs, {options.repeats} calls each, on {dev}")
     rows: list[dict[str, Any]] = []
-    stamp = {"seed": plan.seed, "device": device_label, "torch": torch.__version__, "msbench": __version__, "plan_key": key}
+    stamp = {"seed": plan.seed, "device": device_label, "torch": torch.__version__, "msbench": __version__,
+             "plan_key": key}
     total = len(plan.archs) * len(plan.defenses) * len(options.inputs) * len(options.batch_sizes)
     with progress(total=total, desc="timing", unit="measurement", leave=True) as bar:
         for arch in plan.archs:
@@ -107,7 +111,8 @@ def time_suite(suite: "str | Path | Suite", data_root: str | Path | None = None,
     return frame
 
 
-def measure_arch(ws: "Workspace", source: str, arch: str, plan: Plan, bar: Any, stamp: dict[str, Any]) -> list[dict[str, Any]]:
+def measure_arch(ws: "Workspace", source: str, arch: str, plan: Plan, bar: Any,
+                 stamp: dict[str, Any]) -> list[dict[str, Any]]:
     """Load (or train) one arch's victims, then time each on every input kind and batch size."""
     options = plan.options
     victims = {}
@@ -119,7 +124,8 @@ def measure_arch(ws: "Workspace", source: str, arch: str, plan: Plan, bar: Any, 
         except Exception as failure:  # one defense that cannot be built must not cost the others' timings
             bar.write(f"timing: {arch}/{composition} skipped: {type(failure).__name__}: {failure}")
             continue
-        victims[composition] = (module, info, chain, [DEFENSES.get(name)(ws.suite.defenses[name].config) for name in chain])
+        victims[composition] = (module, info, chain,
+                                [DEFENSES.get(name)(ws.suite.defenses[name].config) for name in chain])
     rows = []
     threads = torch.get_num_threads()
     if options.threads:
@@ -150,9 +156,11 @@ def measure_arch(ws: "Workspace", source: str, arch: str, plan: Plan, bar: Any, 
 
 
 def with_slowdown(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``slowdown``: total time over the reference's (Vanilla's) for the same arch, dataset, input and batch size."""
+    """Add ``slowdown``: total time over the reference's (Vanilla's) for the same arch, dataset, input
+    and batch size."""
     keys = ["arch", "dataset", "input", "batch_size"]
-    reference = frame.loc[frame["defense"] == reference_defense(), keys + ["total_seconds"]].rename(columns={"total_seconds": "_reference"})
+    reference = frame.loc[frame["defense"] == reference_defense(),
+                          keys + ["total_seconds"]].rename(columns={"total_seconds": "_reference"})
     merged = frame.merge(reference, on=keys, how="left", validate="many_to_one")
     merged["slowdown"] = merged["total_seconds"] / merged["_reference"]
     return merged[COLUMNS]

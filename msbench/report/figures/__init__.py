@@ -34,7 +34,8 @@ def _marks(tables: RunTables) -> dict:
 
 def _references(tables: RunTables) -> dict:
     check = benign_check(tables.results, tables.tolerance)
-    return {(r.dataset, r.arch): r.benign_mean for r in check.itertuples() if r.reference and split_variant(r.defense)[1] == ""
+    return {(r.dataset,
+             r.arch): r.benign_mean for r in check.itertuples() if r.reference and split_variant(r.defense)[1] == ""
             and pd.notna(r.benign_mean)}
 
 
@@ -48,11 +49,13 @@ FIGURES = {
                  lambda t, p: tradeoff(t.results, p, reference=_references(t), **_marks(t))),
     "curves": ("Clone accuracy against queries, every attack that reported budget points (95% CI band over seeds)",
                lambda t, p: curves(t.curves, p, **_marks(t))),
-    "sweep_tradeoff": ("Trade-off sweep: clone accuracy against benign accuracy and distortion, along each defense's setting",
+    "sweep_tradeoff": ("Trade-off sweep: clone accuracy against benign accuracy and distortion, along each defense's "
+                       "setting",
                        lambda t, p: sweep_tradeoff(t.sweep, p)),
 }
 """Figure name -> (title, builder over RunTables and the defense palette)."""
 
 
 __all__ = ["FIGURES", "clone_accuracy", "relative_heatmap", "inference_time", "plot_inference_time", "tradeoff",
-           "sweep_tradeoff", "curves", "defense_palette", "save", "png_bytes", "COLUMN_WIDTH", "TEXT_WIDTH", "SPARE_COLOURS"]
+           "sweep_tradeoff", "curves", "defense_palette", "save", "png_bytes", "COLUMN_WIDTH", "TEXT_WIDTH",
+           "SPARE_COLOURS"]

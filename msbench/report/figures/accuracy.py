@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from msbench.report.cell import COLLAPSED_MARK, UNINFORMATIVE_MARK
-from msbench.report.figures.style import (COLUMN_WIDTH, FADED, TEXT_WIDTH, collapsed_note, defense_handles, figure_width,
+from msbench.report.figures.style import (COLUMN_WIDTH, FADED, TEXT_WIDTH, collapsed_note, defense_handles,
+                                          figure_width,
                                           finished, legend, legend_columns, mean_ci, paper_style, uninformative_note)
 from msbench.report.labels import attack_label, dataset_label, defense_label, in_order, order_attacks, order_defenses
 from msbench.report.stats import summarise
@@ -44,20 +45,24 @@ def clone_accuracy(results: pd.DataFrame, palette: dict[str, str], collapsed: se
                 modes = in_order(frame["label_mode"])
                 bar = 0.8 / len(present)
                 for k, defense in enumerate(present):
-                    stats = [mean_ci(frame[(frame["defense"] == defense) & (frame["label_mode"] == m)]["clone_acc"]) for m in modes]
+                    stats = [mean_ci(frame[(frame["defense"] == defense) & (frame["label_mode"] == m)]["clone_acc"])
+                             for m in modes]
                     xs = np.arange(len(modes)) - 0.4 + bar * (k + 0.5)
                     means = np.array([s[0] for s in stats])
                     errs = np.array([s[1] if np.isfinite(s[1]) else 0.0 for s in stats])
                     hatch = "////" if (dataset, arch, defense) in collapsed else None
                     faded = [FADED if (dataset, arch, attack, m) in uninformative else 1.0 for m in modes]
                     for x, mean, alpha in zip(xs, means, faded):
-                        ax.bar(x, mean, bar, color=palette[defense], edgecolor="#333333", linewidth=0.3, hatch=hatch, alpha=alpha)
+                        ax.bar(x, mean, bar, color=palette[defense], edgecolor="#333333", linewidth=0.3, hatch=hatch,
+                               alpha=alpha)
                     if errs.any():
                         ax.errorbar(xs, means, yerr=errs, fmt="none", ecolor="#222222", elinewidth=0.6, capsize=1.2)
-                ax.set_xticks(range(len(modes)), [f"{m} {UNINFORMATIVE_MARK}" if (dataset, arch, attack, m) in uninformative else m
+                ax.set_xticks(range(len(modes)),
+                              [f"{m} {UNINFORMATIVE_MARK}" if (dataset, arch, attack, m) in uninformative else m
                                                   for m in modes])
                 ax.set_title(dataset_label(dataset) if i == 0 else "")
-                ax.set_ylabel(f"{attack_label(attack)}{f' · {arch}' if several_archs else ''}\nclone acc. (%)" if j == 0 else "",
+                ax.set_ylabel(f"{attack_label(attack)}{f' · {arch}' if several_archs else ''}\nclone acc. (%)"
+                              if j == 0 else "",
                               wrap=True)
                 ax.set_ylim(0, 100)
                 ax.grid(axis="x", visible=False)
@@ -107,7 +112,8 @@ def relative_heatmap(results: pd.DataFrame, collapsed: set = frozenset(), tolera
             useless = [i for i, (a, m) in enumerate(rows) if (dataset, arch, a, m) in uninformative]
             for i in useless:
                 ax.axhspan(i - 0.5, i + 0.5, color="white", alpha=1 - FADED, linewidth=0, zorder=2)
-            ax.set_yticks(range(len(rows)), [f"{attack_label(a)} {m}" + (f" {UNINFORMATIVE_MARK}" if i in useless else "")
+            ax.set_yticks(range(len(rows)),
+                          [f"{attack_label(a)} {m}" + (f" {UNINFORMATIVE_MARK}" if i in useless else "")
                                              for i, (a, m) in enumerate(rows)], fontsize=6.5)
             ax.set_xticks(range(len(defenses)), [defense_label(d) for d in defenses], rotation=40, ha="right",
                           rotation_mode="anchor", fontsize=6.5)
@@ -118,11 +124,13 @@ def relative_heatmap(results: pd.DataFrame, collapsed: set = frozenset(), tolera
             for side in ("top", "right", "left", "bottom"):
                 ax.spines[side].set_visible(False)
             ax.set_title(dataset_label(dataset) + (f" · {arch}" if len(archs) > 1 else ""), fontsize=7.5)
-        bar = fig.colorbar(image, ax=list(axes), orientation="horizontal", location="bottom", shrink=0.7, aspect=35, pad=0.02)
+        bar = fig.colorbar(image, ax=list(axes), orientation="horizontal", location="bottom", shrink=0.7, aspect=35,
+                           pad=0.02)
         shown = collapsed & set(zip(summary["dataset"], summary["arch"], summary["defense"]))
         greyed = uninformative & set(zip(summary["dataset"], summary["arch"], summary["attack"], summary["label_mode"]))
         bar.set_label("relative performance (clone / benign accuracy; lower is better)"
-                      + (f"\n{COLLAPSED_MARK} collapsed: benign acc. > {tolerance:g} points below Vanilla's" if shown else "")
+                      + (f"\n{COLLAPSED_MARK} collapsed: benign acc. > {tolerance:g} points below Vanilla's"
+                         if shown else "")
                       + (f"\n{uninformative_note()}" if greyed else ""), fontsize=6.5)
         bar.ax.tick_params(labelsize=6)
     return fig

@@ -13,7 +13,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from msbench.report.cell import UNINFORMATIVE_MARK
-from msbench.report.figures.style import (FADED, collapsed_note, defense_handles, figure_width, legend, legend_columns, mean_ci,
+from msbench.report.figures.style import (FADED, collapsed_note, defense_handles, figure_width, legend, legend_columns,
+                                          mean_ci,
                                           paper_style, uninformative_note)
 from msbench.report.labels import attack_label, dataset_label, in_order, order_attacks, order_defenses
 
@@ -73,12 +74,14 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = 
                     mean = np.array([s[0] for s in stats])
                     ci = np.array([s[1] for s in stats])
                     style = "--" if (dataset, arch, defense) in collapsed else "-"
-                    ax.plot(queries, mean, style, color=palette[defense], marker="o", markersize=2.2, linewidth=1.0, alpha=alpha)
+                    ax.plot(queries, mean, style, color=palette[defense], marker="o", markersize=2.2, linewidth=1.0,
+                            alpha=alpha)
                     if np.isfinite(ci).any():
                         low, high = np.clip(mean - np.nan_to_num(ci), 0, 100), np.clip(mean + np.nan_to_num(ci), 0, 100)
                         ax.fill_between(queries, low, high, color=palette[defense], alpha=0.15 * alpha, linewidth=0)
                 if alpha < 1:
-                    ax.text(0.02, 0.96, f"{UNINFORMATIVE_MARK} uninformative", transform=ax.transAxes, ha="left", va="top",
+                    ax.text(0.02, 0.96, f"{UNINFORMATIVE_MARK} uninformative", transform=ax.transAxes, ha="left",
+                            va="top",
                             fontsize=6, color="#555555")
                 low, high = float(frame["queries"].min()), float(frame["queries"].max())
                 if high >= 20 * max(1.0, low):
@@ -88,14 +91,18 @@ def curves(curve_table: pd.DataFrame, palette: dict[str, str], collapsed: set = 
                     ax.xaxis.set_major_formatter(FuncFormatter(_compact_count))
                     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
                 ax.set_title(dataset_label(dataset) if i == 0 else "")
-                ax.set_ylim(max(0.0, ax.get_ylim()[0]), min(100.0, ax.get_ylim()[1]))  # an accuracy: a wide two-seed band stays in range
+                # an accuracy: a wide two-seed band stays in range
+                ax.set_ylim(max(0.0, ax.get_ylim()[0]), min(100.0, ax.get_ylim()[1]))
                 ax.set_xlabel("queries" if i == len(panels) - 1 else "")
-                ax.set_ylabel(f"{attack_label(attack)} {mode}\n{arch} · clone acc. (%)" if j == 0 else "", fontsize=6.5)
+                ax.set_ylabel(f"{attack_label(attack)} {mode}\n{arch} · clone acc. (%)" if j == 0 else "",
+                              fontsize=6.5)
         handles = defense_handles(defenses, palette)
-        shown = collapsed & {(d, a, f) for d, a, f in zip(curve_table["dataset"], curve_table["arch"], curve_table["defense"])}
+        shown = collapsed & {(d, a, f) for d, a,
+                             f in zip(curve_table["dataset"], curve_table["arch"], curve_table["defense"])}
         if shown:
             handles.append(Line2D([], [], linestyle="--", color="#333333", label=collapsed_note(shown, tolerance)))
-        if uninformative & set(zip(curve_table["dataset"], curve_table["arch"], curve_table["attack"], curve_table["label_mode"])):
+        if uninformative & set(zip(curve_table["dataset"], curve_table["arch"], curve_table["attack"],
+                                   curve_table["label_mode"])):
             handles.append(Line2D([], [], color="#999999", alpha=FADED, label=uninformative_note()))
         legend(fig, handles, legend_columns(width))
     return fig

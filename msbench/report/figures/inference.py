@@ -38,7 +38,8 @@ def inference_time(timing: pd.DataFrame, palette: dict[str, str] | None = None) 
                     ax.set_axis_off()
                     continue
                 seconds = frame.loc[present, "total_seconds"].to_numpy(float)
-                bars = ax.barh(range(len(present)), seconds, color=[palette[d] for d in present], edgecolor="#333333", linewidth=0.4)
+                bars = ax.barh(range(len(present)), seconds, color=[palette[d] for d in present], edgecolor="#333333",
+                               linewidth=0.4)
                 labels = [f"{fmt_seconds(s)} ({r:.2f}×)" if pd.notna(r) else fmt_seconds(s)
                           for s, r in zip(seconds, frame.loc[present, "slowdown"])]
                 ax.bar_label(bars, labels, fontsize=6, padding=1.5)

@@ -42,7 +42,8 @@ def tradeoff(results: pd.DataFrame, palette: dict[str, str], collapsed: set = fr
     reference = reference or {}
     width = figure_width(len(panels))
     with sns.axes_style("whitegrid", paper_style()), matplotlib.rc_context(paper_style()):
-        fig = Figure(figsize=(width, 2.7 + 0.17 * math.ceil(len(defenses) / legend_columns(width))), layout="constrained")
+        fig = Figure(figsize=(width, 2.7 + 0.17 * math.ceil(len(defenses) / legend_columns(width))),
+                     layout="constrained")
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (dataset, arch) in zip(axes, panels):
             frame = summary[(summary["dataset"] == dataset) & (summary["arch"] == arch)]
@@ -69,11 +70,13 @@ def tradeoff(results: pd.DataFrame, palette: dict[str, str], collapsed: set = fr
                     x, marker = edge, "<"
                 filled = len(modes) == 1 or row["label_mode"] == modes[0]
                 faded = (dataset, row["arch"], row["attack"], row["label_mode"]) in uninformative
-                ax.scatter(x, row["clone_mean"], s=22, marker=marker, linewidth=0.9, zorder=3, alpha=FADED if faded else 1.0,
+                ax.scatter(x, row["clone_mean"], s=22, marker=marker, linewidth=0.9, zorder=3,
+                           alpha=FADED if faded else 1.0,
                            facecolor=colour if filled else "white", edgecolor="#333333" if filled else colour)
             if not off.empty:
                 n = off["defense"].nunique()
-                ax.annotate(f"◀ {n} at {off['benign_mean'].min():.1f}–{off['benign_mean'].max():.1f}%" if n > 1 or off['benign_mean'].nunique() > 1
+                ax.annotate(f"◀ {n} at {off['benign_mean'].min():.1f}–{off['benign_mean'].max():.1f}%"
+                            if n > 1 or off['benign_mean'].nunique() > 1
                             else f"◀ at {off['benign_mean'].iloc[0]:.1f}%",
                             (edge, off["clone_mean"].max()), xytext=(4, 5), textcoords="offset points", fontsize=6,
                             color="#333333", va="bottom")
@@ -86,13 +89,15 @@ def tradeoff(results: pd.DataFrame, palette: dict[str, str], collapsed: set = fr
         shapes = [Line2D([], [], marker=markers[a], linestyle="", markersize=4.5, markerfacecolor="#666666",
                          markeredgecolor="#333333", label=attack_label(a)) for a in attacks]
         if len(modes) > 1:
-            shapes += [Line2D([], [], marker="o", linestyle="", markersize=4.5, markerfacecolor="#666666" if m == modes[0] else "white",
+            shapes += [Line2D([], [], marker="o", linestyle="", markersize=4.5,
+                              markerfacecolor="#666666" if m == modes[0] else "white",
                               markeredgecolor="#333333", label=m) for m in modes]
         extra = []
         if reference:
             extra.append(Patch(facecolor="#DDDDDD", label=f"collapsed ({COLLAPSED_MARK})"))
         if uninformative & set(zip(summary["dataset"], summary["arch"], summary["attack"], summary["label_mode"])):
-            extra.append(Line2D([], [], marker="o", linestyle="", markersize=4.5, markerfacecolor="#666666", alpha=FADED,
+            extra.append(Line2D([], [], marker="o", linestyle="", markersize=4.5, markerfacecolor="#666666",
+                                alpha=FADED,
                                 markeredgecolor="#333333", label=uninformative_note()))
         ncol = legend_columns(width)
         legend(fig, handles, ncol)
@@ -124,7 +129,8 @@ def sweep_tradeoff(sweep: pd.DataFrame, palette: dict[str, str]) -> Figure | Non
         axes = fig.subplots(len(kinds), 2 * len(datasets), squeeze=False)
         for i, (attack, mode) in enumerate(kinds):
             for j, dataset in enumerate(datasets):
-                frame = points[(points["dataset"] == dataset) & (points["attack"] == attack) & (points["label_mode"] == mode)]
+                frame = points[(points["dataset"] == dataset) & (points["attack"] == attack)
+                               & (points["label_mode"] == mode)]
                 for k, (column, xlabel) in enumerate(axes_of):
                     ax = axes[i][2 * j + k]
                     for defense in defenses:
