@@ -5,6 +5,7 @@ The Python API under the CLI, one call per command::
     import msbench
     frame = msbench.run_suite("suites/smoke.toml", data_root="../shared/data")
     frame = msbench.run_suite("suites/full.toml", executor="ray")  # victims and cells as Ray tasks
+    frame = msbench.run_suite("suites/quick.toml", jobs=2)  # two worker processes on this machine
     plan = msbench.plan_suite(msbench.load_suite("suites/full.toml"), device="cuda")  # cells, victims, estimated time
     timing = msbench.time_suite("suites/quick.toml")  # runs/quick/timing.csv: inference cost per defense
     frame = msbench.load_results("runs/smoke")

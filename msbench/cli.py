@@ -50,7 +50,7 @@ def _check_plugin(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from msbench.executors import make_executor
+    from msbench.executors import check_jobs, make_executor
     from msbench.run import run_suite, summary
 
     if args.dry_run:
@@ -58,7 +58,11 @@ def _run(args: argparse.Namespace) -> int:
 
     ray_options = {"address": args.ray_address, "cpus_per_task": args.cpus_per_task, "gpus_per_task": args.gpus_per_task}
     try:
-        executor = make_executor(args.executor, **(ray_options if args.executor == "ray" else {}))
+        if args.jobs is not None:
+            check_jobs(args.jobs, "--jobs")  # refused in the flag's own name, before any work
+            if args.executor == "ray":
+                raise ValueError("--jobs: worker processes on this machine; on Ray, --cpus-per-task sets a task's share")
+        executor = make_executor(args.executor, jobs=args.jobs, **(ray_options if args.executor == "ray" else {}))
     except (ValueError, ImportError) as bad:
         print(f"msbench: {bad}", file=sys.stderr)
         return 2
@@ -147,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run into a run directory that holds another suite's run, reusing its cells (zoo on quick's); "
                           "that run's tables are kept in OUT/suites/<its name>/")
     run.add_argument("--executor", choices=EXECUTORS.names(), default="local",
-                     help="local: this process (default); ray: victims and cells as tasks on a Ray cluster")
+                     help="local: this process (default); pool: worker processes on this machine (--jobs); "
+                          "ray: victims and cells as tasks on a Ray cluster")
+    run.add_argument("--jobs", type=int, default=None, metavar="N",
+                     help="worker processes on this machine, at most its CPU cores, each on cores/N torch threads "
+                          "(default 1: this process)")
     run.add_argument("--ray-address", default=None, help="Ray cluster to join (default: $RAY_ADDRESS, else a local one)")
     run.add_argument("--cpus-per-task", type=int, default=1, help="ray: CPUs (and torch threads) per task (default: 1)")
     run.add_argument("--gpus-per-task", type=float, default=None, help="ray: GPUs per task (default: 1 where the cluster has GPUs)")

@@ -92,7 +92,7 @@ def keep_other_tables(run_dir: Path, suite: str) -> Path | None:
 def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, out: str | Path | None = None,
               device: str | None = None, retry_failed: bool = False, echo: Echo | None = None,
               report: bool = True, report_dir: str | Path | None = None, executor: str | Executor = "local",
-              force: bool = False, share_run_dir: bool = False) -> pd.DataFrame:
+              force: bool = False, share_run_dir: bool = False, jobs: int | None = None) -> pd.DataFrame:
     """Run every cell of a suite not already done; returns the results table (also in results.csv).
 
     A cell that fails (an exception while training its victim, attacking or evaluating) does not
@@ -112,7 +112,10 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     a logging configuration, to stdout (see ``msbench.logs``).
 
     ``executor``: ``"local"`` (this process), ``"ray"`` (a Ray cluster: ``RAY_ADDRESS``, else a local
-    one), or an ``Executor`` such as ``RayExecutor(address=..., gpus_per_task=1)``. With ``report``
+    one), or an ``Executor`` such as ``RayExecutor(address=..., gpus_per_task=1)``. ``jobs``: worker
+    processes on this machine (``--jobs``): 1 is the local executor, more the ``"pool"`` executor
+    (``PoolExecutor(jobs=N)``), at most ``os.cpu_count()``, each worker on ``cores // jobs`` torch
+    threads; victims are trained first, each by one worker, then the cells. With ``report``
     (default), renders the report from the run's tables into ``report_dir`` (default
     ``reports/<run directory's name>``, so two run folders of one suite keep two reports); a failed
     rendering only warns, the results stay in the run dir.
@@ -123,7 +126,7 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     suite = suite if isinstance(suite, Suite) else load_suite(suite)
     root = Path(data_root) if data_root else default_data_root()
     check_data(suite, root)
-    executor = make_executor(executor)
+    executor = make_executor(executor, jobs=jobs)
     if executor.in_process:
         check_device(device or suite.run.device, "--device" if device else f"{suite.path}: run.device")
         problem = precision_problem(suite.run.precision, resolve_device(device or suite.run.device))

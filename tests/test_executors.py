@@ -2,6 +2,7 @@
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 import msbench
 from msbench.cells import expand
 from msbench.cli import main
-from msbench.executors import Job, make_executor, victim_levels
+from msbench.executors import Job, LocalExecutor, PoolExecutor, make_executor, victim_levels
 from msbench.suite import load_suite
 from tests.conftest import single_thread, tiny_suite
 
@@ -127,3 +128,90 @@ def test_a_dead_ray_worker_is_a_failed_cell_not_a_failed_run(tmp_path, mnist_roo
     assert frame.set_index("defense").status.to_dict() == {"vanilla": "ok", "crash": "failed"}
     assert "died" in frame[frame.defense == "crash"].error.iloc[0].lower()
     sys.modules.pop("crashing_defense", None)
+
+
+def test_bad_jobs_are_one_line_errors_before_any_work(tmp_path, capsys):
+    suite = str(tiny_suite(tmp_path))
+    cores = os.cpu_count()
+    for jobs, expected in (("0", "msbench: --jobs: expected a positive number of worker processes, got 0"),
+                           ("-2", "msbench: --jobs: expected a positive number of worker processes, got -2"),
+                           (str(cores + 1), f"msbench: --jobs {cores + 1}: more worker processes than this machine's "
+                                            f"{cores} CPU cores (os.cpu_count()); use at most {cores}")):
+        assert main(["run", suite, "--jobs", jobs]) == 2
+        assert capsys.readouterr().err.strip() == expected
+    assert main(["run", suite, "--jobs", "2", "--executor", "ray"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing started
+    assert isinstance(make_executor("local", jobs=1), LocalExecutor)  # --jobs 1: this process, as without it
+    with pytest.raises(ValueError, match=f"jobs {cores + 1}: more worker processes"):
+        make_executor(jobs=cores + 1)  # run_suite(..., jobs=) asks the same, before any work
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two worker processes need two CPU cores")
+def test_pool_run_gives_the_local_tables_and_resumes_with_either(tmp_path, mnist_root, monkeypatch):
+    monkeypatch.syspath_prepend(PLUGINS)  # spawned workers start with the driver's sys.path
+    (tmp_path / "folder_sharpen.py").write_text(FOLDER_PLUGIN)  # beside the suite only: workers find it through the suite
+    suite = tiny_suite(tmp_path, matrix={"defenses": ["vanilla", "nan", "sharpen"]}, victim={"epochs": 1},
+                       plugins=["constant_defense", "folder_sharpen"])
+    with single_thread():  # the two workers below run one torch thread each too
+        local = msbench.run_suite(suite, data_root=mnist_root, out=tmp_path / "local", report=False, echo=lambda _: None)
+    lines: list[str] = []
+    assert PoolExecutor(jobs=2).threads == max(1, os.cpu_count() // 2)  # one each on two cores
+    executor = PoolExecutor(jobs=2, threads=1)
+    pooled = msbench.run_suite(suite, data_root=mnist_root, out=tmp_path / "pool", report=False, echo=lines.append,
+                               executor=executor)
+    assert (pooled[pooled.status == "ok"].threads == 1).all()  # set in each worker before its workspace
+    # the victim stage trained every victim but the broken one (cell tasks only load: VictimMissing otherwise)
+    assert executor.victim_failures == [line for line in executor.victim_failures if "vanilla+nan/seed0 failed" in line] != []
+    assert (pooled[pooled.defense == "nan"].status == "failed").all() and (pooled[pooled.defense != "nan"].status == "ok").all()
+    assert "2 of 6 cells failed:" in lines
+    key = ["defense", "label_mode"]
+    local, pooled = local.sort_values(key).reset_index(drop=True), pooled.sort_values(key).reset_index(drop=True)
+    assert local[COMPARED].equals(pooled[COMPARED])  # the same figures, bit for bit, at one thread per process
+    assert (sorted(p.name for p in (tmp_path / "local" / "victims").glob("*.pt"))
+            == sorted(p.name for p in (tmp_path / "pool" / "victims").glob("*.pt")))
+    for out, jobs in ((tmp_path / "pool", 1), (tmp_path / "local", 2)):  # finished for either executor
+        lines.clear()
+        msbench.run_suite(suite, data_root=mnist_root, out=out, report=False, echo=lines.append, jobs=jobs)
+        assert "nothing to recompute" in lines[0]
+    sys.modules.pop("constant_defense", None)
+
+
+def _await(path: Path) -> None:
+    for _ in range(1200):
+        if path.exists():
+            return
+        time.sleep(0.05)
+
+
+def _outlive(marks: str) -> str:
+    """Runs until its neighbour is about to die (at once when run again)."""
+    (Path(marks) / "started").touch()
+    _await(Path(marks) / "dying")
+    time.sleep(0.2)
+    return "survived"
+
+
+def _die(marks: str) -> None:
+    """Kills its worker while ``_outlive`` runs in the other one."""
+    _await(Path(marks) / "started")
+    (Path(marks) / "dying").touch()
+    os._exit(3)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two worker processes need two CPU cores")
+def test_a_dying_worker_fails_its_own_task_only(tmp_path):
+    from msbench.executors.pool import WorkerDied
+
+    alone, pair = tmp_path / "alone", tmp_path / "pair"
+    alone.mkdir(), pair.mkdir()
+    (alone / "started").touch()
+    executor = PoolExecutor(jobs=2)
+    try:
+        (died,) = executor._run([("die", _die, (str(alone),))])  # alone in flight: the culprit
+        assert isinstance(died[1], WorkerDied) and "died" in str(died[1])
+        # the next stage gets a working pool; it breaks under both tasks, each runs again alone in a new one
+        outcomes = dict(executor._run([("outlive", _outlive, (str(pair),)), ("die", _die, (str(pair),))]))
+        assert outcomes["outlive"] == "survived" and isinstance(outcomes["die"], WorkerDied)
+    finally:
+        executor.close()
