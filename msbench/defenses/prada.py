@@ -103,6 +103,8 @@ class Prada(DetectionDefense):
     color = "#882255"
     cost_model = "M_f + O(|G| D) per query + Shapiro-Wilk every 10 queries"
 
+    contract_settings = {"benign_queries": 200}  # the contract's test split holds 400 images
+
     @dataclass
     class Config:
         delta: float = 0.9  # the authors' code; the paper tunes delta per dataset for no false positives

@@ -83,7 +83,7 @@ class Seat(DetectionDefense):
     color = "#117733"
     cost_model = "M_f + M_enc + O(history) per query"
     training_cost = 1.5  # the encoder's adversarial fine-tuning
-    contract_settings = {"epochs": 1, "calibration": 300}
+    contract_settings = {"epochs": 1, "calibration": 300, "benign_queries": 200}  # the contract's test split: 400 images
 
     @dataclass
     class Config:
