@@ -42,4 +42,5 @@ def make_executor(executor: "str | Executor" = "local", jobs: int | None = None,
     return cls(**options)
 
 
-__all__ = ["Executor", "Job", "LocalExecutor", "PoolExecutor", "EXECUTORS", "make_executor", "record_of", "victim_levels", "workspace"]
+__all__ = ["Executor", "Job", "LocalExecutor", "PoolExecutor", "EXECUTORS", "make_executor", "record_of",
+           "victim_levels", "workspace"]

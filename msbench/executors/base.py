@@ -94,7 +94,8 @@ def _with_plugins(plugins: list[str], folder: Path | None, payload: bytes, make:
 
 
 WORKSPACE_LIMIT = 2  # workspaces a process keeps: a worker serves one run at a time; the oldest is dropped
-_WORKSPACES: OrderedDict[str, Workspace] = OrderedDict()  # per job and device: its loaded victims are reused by later cells
+# per job and device: its loaded victims are reused by later cells
+_WORKSPACES: OrderedDict[str, Workspace] = OrderedDict()
 
 
 def workspace(job: Job) -> Workspace:
@@ -103,8 +104,10 @@ def workspace(job: Job) -> Workspace:
     if key in _WORKSPACES:
         _WORKSPACES.move_to_end(key)
     else:
-        import_plugins(job.suite.plugins, job.plugin_folder)  # a worker has not read the suite: its plugins, as the driver found them
-        _WORKSPACES[key] = Workspace(job.suite, job.data_root, job.run_dir, resolve_device(job.device or job.suite.run.device))
+        # a worker has not read the suite: its plugins, as the driver found them
+        import_plugins(job.suite.plugins, job.plugin_folder)
+        _WORKSPACES[key] = Workspace(job.suite, job.data_root, job.run_dir,
+                                     resolve_device(job.device or job.suite.run.device))
         while len(_WORKSPACES) > WORKSPACE_LIMIT:
             _WORKSPACES.popitem(last=False)
     return _WORKSPACES[key]
@@ -226,7 +229,8 @@ def train_victims(job: Job, pending: Pending, run_level: Callable[[dict[str, Vic
     A link over a failed victim is not tried: it inherits the error.
     """
     levels = victim_levels(job, [cell for cell, _ in pending])
-    missing = [{key: spec for key, spec in level.items() if not checkpoint_matches(job.run_dir / "victims" / f"{key}.pt", key)}
+    missing = [{key: spec for key, spec in level.items()
+                if not checkpoint_matches(job.run_dir / "victims" / f"{key}.pt", key)}
                for level in levels]  # a corrupt or misplaced checkpoint is no trained victim: its task retrains it
     failed: dict[str, str] = {}
     with progress(total=sum(map(len, missing)), desc="victims", unit="victim") as bar:
@@ -256,5 +260,6 @@ def over_failed_victims(job: Job, pending: Pending, failed: dict[str, str]) -> t
         if error is None:
             rest.append((cell, cell_id))
         else:
-            records.append({**cell.__dict__, "cell_id": cell_id, "status": "failed", "error": error, "traceback": error})
+            records.append({**cell.__dict__, "cell_id": cell_id, "status": "failed", "error": error,
+                            "traceback": error})
     return records, rest

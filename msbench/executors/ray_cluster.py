@@ -75,7 +75,8 @@ class RayExecutor(Executor):
             skipped, pending = over_failed_victims(job, pending, failed)
             yield from skipped  # their victim failed: the victim task's error is the cell's
             compute = ray.remote(compute_cell).options(**options)
-            cells = {compute.remote(shared, cell, cell_id, self.cpus_per_task): (cell, cell_id) for cell, cell_id in pending}
+            cells = {compute.remote(shared, cell, cell_id, self.cpus_per_task): (cell, cell_id)
+                     for cell, cell_id in pending}
             remaining = list(cells)
             while remaining:
                 done, remaining = ray.wait(remaining, num_returns=1)
@@ -104,8 +105,9 @@ class RayExecutor(Executor):
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         ray = self._ray()
-        packed = WithPlugins((args, kwargs), *self._plugins)  # a worker imports the suite's plugins, then unpickles them
-        return ray.get(ray.remote(call_in_worker).options(**self._resources(ray)).remote(function, self.cpus_per_task, packed))
+        packed = WithPlugins((args, kwargs), *self._plugins)  # a worker imports the suite's plugins, then unpickles
+        task = ray.remote(call_in_worker).options(**self._resources(ray))
+        return ray.get(task.remote(function, self.cpus_per_task, packed))
 
     def close(self) -> None:
         if self._started:
