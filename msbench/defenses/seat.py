@@ -83,7 +83,8 @@ class Seat(DetectionDefense):
     color = "#117733"
     cost_model = "M_f + M_enc + O(history) per query"
     training_cost = 1.5  # the encoder's adversarial fine-tuning
-    contract_settings = {"epochs": 1, "calibration": 300, "benign_queries": 200}  # the contract's test split: 400 images
+    # test size: the contract's test split holds 400 images
+    contract_settings = {"epochs": 1, "calibration": 300, "benign_queries": 200}
 
     @dataclass
     class Config:
