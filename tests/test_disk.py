@@ -102,7 +102,7 @@ def test_checkpoint_of_another_structure_is_not_used(tmp_path, caplog):
 # -- records and tables ------------------------------------------------------------------------------
 OK = {"cell_id": "c1", "status": "ok", "error": "", "dataset": "mnist", "arch": "smallcnn", "defense": "vanilla",
       "attack": "knockoff", "label_mode": "soft", "seed": 0, "budget": 10, "queries": 10, "benign_acc": 90.0,
-      "clone_acc": 80.0, "relative_perf": 0.88, "fidelity": 85.0, "curve": [[10, 80.0]]}
+      "clone_acc": 80.0, "relative_perf": 80.0 / 90.0, "fidelity": 85.0, "curve": [[10, 80.0]]}
 
 
 @pytest.mark.parametrize("text", [
