@@ -117,10 +117,7 @@ class Spread(Adaptive):
     label = "Spread over accounts"
 
     @dataclass
-    class Config:
-        budget: int = 50000
-        base: str = "knockoff"
-        base_settings: dict[str, Any] = field(default_factory=dict)  # the wrapped attack's [attacks.BASE] values
+    class Config(Adaptive.Config):  # the wrapper's settings, and its own
         accounts: int = 4
 
     @staticmethod
@@ -154,10 +151,7 @@ class Interleave(Adaptive):
     label = "Interleaved benign"
 
     @dataclass
-    class Config:
-        budget: int = 50000
-        base: str = "knockoff"
-        base_settings: dict[str, Any] = field(default_factory=dict)  # the wrapped attack's [attacks.BASE] values
+    class Config(Adaptive.Config):  # the wrapper's settings, and its own
         share: float = 0.5  # of every batch (and of the budget): benign images
 
     @staticmethod
@@ -196,10 +190,7 @@ class Blind(Adaptive):
     label = "Query blinding"
 
     @dataclass
-    class Config:
-        budget: int = 50000
-        base: str = "knockoff"
-        base_settings: dict[str, Any] = field(default_factory=dict)  # the wrapped attack's [attacks.BASE] values
+    class Config(Adaptive.Config):  # the wrapper's settings, and its own
         strength: float = 1.0  # scales every transform's range
 
     @staticmethod
