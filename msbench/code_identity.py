@@ -54,11 +54,11 @@ def _defining_modules(package: str, name: str) -> set[str]:
     return {defined if isinstance(defined, str) else package}
 
 
-def imported_modules(name: str, source: str, is_package: bool = False) -> set[str]:
-    """The modules a module's source imports (anywhere in it, functions included), by full name."""
+def imported_modules(name: str, tree: ast.AST, is_package: bool = False) -> set[str]:
+    """The modules a module's syntax tree imports (anywhere in it, functions included), by full name."""
     found: set[str] = set()
     package = name if is_package else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -72,22 +72,18 @@ def imported_modules(name: str, source: str, is_package: bool = False) -> set[st
 
 
 @functools.lru_cache(maxsize=1024)
-def _file_imports(name: str, path: Path, stamp: tuple[int, int] | int) -> frozenset[str]:
-    """``imported_modules`` of one file, parsed once per version of it (``stamp``: mtime and size)."""
-    return frozenset(imported_modules(name, path.read_text(), path.name == "__init__.py"))
-
-
-@functools.lru_cache(maxsize=1024)
-def _file_code(path: Path, stamp: tuple[int, int] | int) -> bytes:
-    """A source file's code: its syntax tree without docstrings (comments are not in it), so editing a
-    comment or a docstring recomputes nothing. ``stamp``: the version of the file (see ``_version``)."""
+def _parsed(name: str, path: Path, version: tuple[int, int] | int) -> tuple[frozenset[str], bytes]:
+    """One version of a source file (see ``_version``), parsed once: the modules it imports, and its code,
+    the syntax tree without docstrings (comments are not in it), so editing a comment or a docstring
+    recomputes nothing."""
     tree = ast.parse(path.read_text())
+    imports = frozenset(imported_modules(name, tree, path.name == "__init__.py"))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
                 and isinstance(body[0].value.value, str)):
             body[0] = ast.Pass()
-    return ast.dump(tree).encode()
+    return imports, ast.dump(tree).encode()
 
 
 def _version(name: str, path: Path) -> tuple[int, int] | int:
@@ -126,7 +122,7 @@ def closure(roots: Iterable[str], find: Locate = locate) -> dict[str, Path]:
         if not ours:
             continue
         seen[name] = path
-        stack.extend(_file_imports(name, path, _stamp(path)) - seen.keys())
+        stack.extend(_parsed(name, path, _version(name, path))[0] - seen.keys())
     return seen
 
 
@@ -143,7 +139,7 @@ def source_digest(roots: Iterable[str], find: Locate = locate) -> str:
     """A short hash of the closure's sources, each under its module name (so moving a file counts)."""
     hasher = hashlib.sha256()
     for name, path in sorted(closure(roots, find).items()):
-        hasher.update(name.encode() + b"\0" + _file_code(path, _version(name, path)) + b"\0")
+        hasher.update(name.encode() + b"\0" + _parsed(name, path, _version(name, path))[1] + b"\0")
     return hasher.hexdigest()[:16]
 
 

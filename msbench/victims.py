@@ -67,8 +67,8 @@ class VictimCache:
             return module, info
         with using(self.ws.compute):  # also where an executor trains victims before their cells
             module, info = self._build(dataset, arch, chain, seed, key)
-        code = self._code.setdefault(key, code_fingerprint(module))  # the first load's, for the life of the process
-        if code_fingerprint(module) != code:
+        code = code_fingerprint(module)
+        if self._code.setdefault(key, code) != code:  # the first load's, kept for the life of the process
             raise VictimTampered(f"the code of victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} differs from its first "
                                  "load in this process (a class of it was patched by an earlier cell); run again in a new process")
         self._loaded[key] = (module, info, fingerprint(module))
