@@ -212,6 +212,8 @@ def test_config_fields_are_typed_for_the_suite(registry, name):
         assert coerce(default, hint, name, field_name) == default, f"{name}.{field_name}: its default is not a {hint}"
     assert set(plugin.contract_settings) <= set(hints), f"{name}: contract_settings names no such field"
     build(plugin.Config, dict(plugin.contract_settings), name, name)
+    assert set(plugin.former_defaults) <= set(hints), f"{name}: former_defaults names no such field"
+    build(plugin.Config, dict(plugin.former_defaults), name, name)  # a value the field still accepts
     if "implementation" in hints:
         assert choices(hints["implementation"]) == ("fast", "reference"), f"{name}.implementation is not Literal['fast', 'reference']"
 

@@ -22,7 +22,7 @@ from scipy import stats
 import msbench
 from msbench.cli import main as cli_main
 from msbench.defenses.mad import MAD
-from msbench.registry import DEFENSES
+from msbench.registry import ATTACKS, DEFENSES
 from msbench.report import figures as figs
 from msbench.report import load_runs, render_report
 from msbench.report.labels import attack_label, defense_label, order_defenses
@@ -152,6 +152,27 @@ def test_runs_with_identical_settings_merge_as_seeds(tmp_path):
     values = tables.results.query("defense == 'vanilla'")["clone_acc"]
     mean, ci, _, _ = parse_number(tex["clone-knockoff-smallcnn"]["rows"]["Vanilla"][0])
     assert (mean, ci) == (f"{values.mean():.2f}", f"{stats.t.ppf(0.975, 1) * values.std(ddof=1) / np.sqrt(2):.2f}")
+
+
+def test_a_setting_added_later_reads_as_the_value_earlier_runs_used(tmp_path, monkeypatch):
+    """A suite.json written before a plugin setting (or a dataset's ``union``) existed lacks it: its runs
+    merge with runs that set the value they computed with (the plugin's ``former_defaults``) and with no other."""
+    a, b = _two_runs(tmp_path, budget_b=4000, seeds_b=(1,))
+    old = json.loads((a / "suite.json").read_text())
+    del old["attacks"]["knockoff"]["config"]["budget"]
+    (a / "suite.json").write_text(json.dumps(old))
+    new = json.loads((b / "suite.json").read_text())
+    new["datasets"]["mnist"]["union"] = None
+    (b / "suite.json").write_text(json.dumps(new))
+    assert load_runs([a, b]).kept_apart  # a setting missing with no declared former value: kept apart
+    monkeypatch.setattr(ATTACKS.get("knockoff"), "former_defaults", {"budget": 1000})
+    assert load_runs([a, b]).kept_apart  # run a computed with 1000, run b with 4000
+    monkeypatch.setattr(ATTACKS.get("knockoff"), "former_defaults", {"budget": 4000})
+    tables = load_runs([a, b])
+    assert not tables.kept_apart and set(tables.results["defense"]) == {"vanilla", "mad"}
+    new["datasets"]["mnist"]["union"] = ["mnist", "kmnist-test"]
+    (b / "suite.json").write_text(json.dumps(new))
+    assert load_runs([a, b]).kept_apart  # a union that is set is a different dataset
 
 
 def test_same_seed_twice_with_identical_settings_is_not_two_seeds(tmp_path):

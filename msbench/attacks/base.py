@@ -70,6 +70,9 @@ class Attack:
     paper_order: ClassVar[int | None] = None  # position in the InI paper's tables; None = not the paper's
     spends_budget: ClassVar[bool] = False  # True: asks exactly ``budget`` queries whenever its query data allows
     contract_settings: ClassVar[dict[str, Any]] = {}  # [attacks.NAME] values for tests/test_contracts.py (test size)
+    # Config fields added after runs were recorded, with the value those runs computed with: the report reads
+    # a recorded config that lacks one as having it, so old runs combine only with runs that set it alike.
+    former_defaults: ClassVar[dict[str, Any]] = {}
     # False: needs paper-scale budgets to learn (the contract checks its budget only)
     learns_at_test_size: ClassVar[bool] = True
     # For the run plan's cost model (``msbench plan``) where no record measured it: training passes

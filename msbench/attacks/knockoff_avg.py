@@ -139,6 +139,7 @@ class KnockoffAveraged(Attack):
     label = "KnockoffNets (avg)"
     roles = ("surrogate",)
     contract_settings = {"budget": 1500}  # test size: 300 distinct images, each answered 5 times
+    former_defaults = {"perturbation": "gaussian"}  # the only perturbation before the InI code's affine one
 
     @dataclass
     class Config:

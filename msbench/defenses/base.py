@@ -81,6 +81,9 @@ class Defense:
     color: ClassVar[str | None] = None  # fixed colour in every figure, e.g. "#D55E00"
     paper_order: ClassVar[int | None] = None  # position in the InI paper's tables (Vanilla 0); None = not the paper's
     contract_settings: ClassVar[dict[str, Any]] = {}  # [defenses.NAME] values for tests/test_contracts.py (test size)
+    # Config fields added after runs were recorded, with the value those runs computed with: the report reads
+    # a recorded config that lacks one as having it, so old runs combine only with runs that set it alike.
+    former_defaults: ClassVar[dict[str, Any]] = {}
     # Where reports put it: ``reference`` marks the undefended victim every defense is compared
     # with (Vanilla; exactly one registered defense declares it, see ``reference_defense``);
     # ``ablation_reference`` the defense whose ablations are tabulated beside it (InI).

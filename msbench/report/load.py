@@ -17,7 +17,7 @@ import pandas as pd
 from msbench.cells import digest
 from msbench.defenses import OutputDefense
 from msbench.plugin_modules import import_plugins
-from msbench.registry import DEFENSES
+from msbench.registry import ATTACKS, DEFENSES, Registry
 from msbench.report.labels import (VARIANT, attack_label, dataset_label, defense_label, in_order, is_reference,
                                    mode_label,
                                    order_defenses, plugin_class)
@@ -56,8 +56,25 @@ def _chain(defense: str) -> list[str]:
     return parts
 
 
-COMPUTE_DEFAULTS = {"precision": "fp32", "channels_last": False}
-"""``[run]`` settings whose default value a suite.json written before they existed lacks."""
+FORMER_DEFAULTS = {"run": {"precision": "fp32", "channels_last": False}, "dataset": {"union": None}}
+"""Suite settings added after runs were recorded, with the value those runs used: a suite.json written
+before a setting existed lacks it, so a setting at that value is left out of the settings id."""
+
+
+def _without_former_defaults(section: str, entry: dict[str, Any]) -> dict[str, Any]:
+    former = FORMER_DEFAULTS[section]
+    return {k: v for k, v in entry.items() if not (k in former and v == former[k])}
+
+
+def as_recorded(registry: Registry, name: str, entry: Any) -> Any:
+    """A plugin's suite.json entry with each Config field it lacks that the plugin declares in
+    ``former_defaults`` filled in with the value runs computed with before the field existed, so a run
+    recorded then has the settings id of a run that sets that value today."""
+    plugin = plugin_class(registry, name)
+    former = getattr(plugin, "former_defaults", None) or {}
+    if not former or not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+        return entry
+    return {**entry, "config": {**former, **entry["config"]}}
 
 
 def settings_id(suite: dict[str, Any], dataset: str, arch: str, defense: str, attack: str) -> str | None:
@@ -66,15 +83,16 @@ def settings_id(suite: dict[str, Any], dataset: str, arch: str, defense: str, at
     None when the run has no suite.json to tell."""
     if not suite.get("matrix"):
         return None
-    datasets = suite.get("datasets") or {}
+    datasets = {name: _without_former_defaults("dataset", entry) if isinstance(entry, dict) else entry
+                for name, entry in (suite.get("datasets") or {}).items()}
     entry = datasets.get(dataset) or {}
     roles = {role: entry.get(role) for role in ("ood", "hash", "surrogate")}
-    run = {k: v for k, v in (suite.get("run") or {}).items()
-           # runs from before a setting existed merge
-           if k != "device" and not (k in COMPUTE_DEFAULTS and v == COMPUTE_DEFAULTS[k])}
+    run = _without_former_defaults("run", {k: v for k, v in (suite.get("run") or {}).items() if k != "device"})
     return digest({"run": run, "dataset": entry, "roles": {r: datasets.get(n) for r, n in roles.items() if n},
-                   "arch": arch, "defenses": [(n, (suite.get("defenses") or {}).get(n)) for n in _chain(defense)],
-                   "attack": (suite.get("attacks") or {}).get(attack)})
+                   "arch": arch,
+                   "defenses": [(n, as_recorded(DEFENSES, n, (suite.get("defenses") or {}).get(n)))
+                                for n in _chain(defense)],
+                   "attack": as_recorded(ATTACKS, attack, (suite.get("attacks") or {}).get(attack))})
 
 
 def planned_cells(suite: dict[str, Any]) -> pd.DataFrame:
