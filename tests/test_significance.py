@@ -156,7 +156,9 @@ def test_a_label_mode_without_vanilla_says_so(tmp_path):
     results = load_runs(run).results
     results = results[~((results["defense"] == "vanilla") & (results["label_mode"] == "soft"))]
     write_run(tmp_path / "cut", results.drop(columns=["run", "settings"]))
-    assert "no Vanilla in this label mode to compare with" in verdict_sentences(load_runs(tmp_path / "cut"))[0]
+    sentence = verdict_sentences(load_runs(tmp_path / "cut"))[0]
+    assert "no Vanilla in this label mode to compare with" in sentence
+    assert "(n = 3" in sentence and "no finished seed" not in sentence  # MAD's three seeds did finish
 
 
 def test_a_defense_kept_apart_alone_is_still_judged_against_the_merged_vanilla(tmp_path):

@@ -31,7 +31,9 @@ def _names(rows) -> str:
 
 
 def _seeds(group: pd.DataFrame) -> str:
-    counts = sorted({int(n) for n in group.loc[group["standing"].isin([RANKED, "reference"]), "n"] if n > 0})
+    """``n = 3`` (with the tests used), over the rows the sentence compares, or every row where none is compared."""
+    compared = group["standing"].isin([RANKED, "reference"])
+    counts = sorted({int(n) for n in group.loc[compared if compared.any() else group.index, "n"] if n > 0})
     if not counts:
         return "no finished seed"
     ranked = group[group["standing"] == RANKED]
