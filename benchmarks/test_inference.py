@@ -24,9 +24,9 @@ import pytest
 import torch
 
 from msbench.registry import DEFENSES, UnknownPluginError
-from msbench.runner import Workspace
-from msbench.suite import parse_suite, resolve_chain
-from msbench.timing import chain_cost
+from msbench.runner.workspace import Workspace
+from msbench.runner.suite import parse_suite, resolve_chain
+from msbench.timing.cost import chain_cost
 
 ARCHS = [a.strip() for a in os.environ.get("MSBENCH_BENCH_ARCHS", "smallcnn").split(",") if a.strip()]
 BATCH_SIZES = (1, 128)

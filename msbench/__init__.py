@@ -16,9 +16,9 @@ from __future__ import annotations
 from msbench.version import __version__
 from msbench.registry import (ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, register_architecture,
                               register_attack, register_dataset, register_defense)
-from msbench.suite import SuiteError, load_suite
-from msbench.run import run_suite
-from msbench.plan import plan_suite
+from msbench.runner.suite import SuiteError, load_suite
+from msbench.runner.run import run_suite
+from msbench.runner.plan import plan_suite
 from msbench.timing.stage import time_suite
 from msbench.report import load_results, render_report
 

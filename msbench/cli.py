@@ -10,8 +10,8 @@ from msbench.config import InputError
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from msbench.plan import plan_suite
-    from msbench.suite import load_suite
+    from msbench.runner.plan import plan_suite
+    from msbench.runner.suite import load_suite
 
     plan = plan_suite(load_suite(args.suite), out=args.out, device=args.device, retry_failed=args.retry_failed,
                       force=args.force)
@@ -24,7 +24,7 @@ def _check_plugin(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    import msbench.suite  # noqa: F401  (the built-in plugins, so only the file's are new)
+    import msbench.runner.suite  # noqa: F401  (the built-in plugins, so only the file's are new)
     from msbench.plugin_modules import import_plugin_file
     from msbench.registry import ATTACKS, DEFENSES
 
@@ -51,7 +51,7 @@ def _check_plugin(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from msbench.executors import check_jobs, make_executor
-    from msbench.run import run_suite, summary
+    from msbench.runner.run import run_suite, summary
 
     if args.dry_run:
         return _plan(args)
@@ -79,8 +79,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _time(args: argparse.Namespace) -> int:
     from msbench.io import RunLock
-    from msbench.suite import load_suite
-    from msbench.suite import SuiteError
+    from msbench.runner.suite import load_suite
+    from msbench.runner.suite import SuiteError
     from msbench.timing.stage import NO_TIMING, time_suite
 
     suite = load_suite(args.suite)
@@ -104,7 +104,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    import msbench.suite  # noqa: F401  (registers the built-in plugins)
+    import msbench.runner.suite  # noqa: F401  (registers the built-in plugins)
     from msbench.defenses import OutputDefense
     from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, describe
 

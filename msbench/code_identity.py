@@ -28,8 +28,8 @@ from typing import Callable, Iterable
 
 Locate = Callable[[str], Path | None]  # a module's name -> its source file (None: not ours to hash)
 
-VICTIM_STAGE = ("msbench.victims", "msbench.workspace")
-CELL_STAGE = VICTIM_STAGE + ("msbench.evaluate",)
+VICTIM_STAGE = ("msbench.runner.victims", "msbench.runner.workspace")
+CELL_STAGE = VICTIM_STAGE + ("msbench.runner.evaluate",)
 
 
 def locate(name: str) -> Path | None:

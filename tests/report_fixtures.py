@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from msbench.results import CURVE_COLUMNS, RESULT_COLUMNS
+from msbench.runner.results import CURVE_COLUMNS, RESULT_COLUMNS
 
 DEFENSES = ["vanilla", "mad", "am", "edm", "ini", "ini+mad", "ini+am"]
 CURVE_POINTS = {"knockoff": [1000, 2000, 4000], "jbda": [150, 300, 600, 1200, 2400, 4800]}

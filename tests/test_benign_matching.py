@@ -16,7 +16,7 @@ from torch import nn
 
 from msbench.data import ImageData
 from msbench.defenses import OutputDefense
-from msbench.victims import VictimCache
+from msbench.runner.victims import VictimCache
 
 CLASSES, N = 4, 64
 

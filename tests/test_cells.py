@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from msbench.cells import cell_key, expand, victim_key
+from msbench.runner.cells import cell_key, expand, victim_key
 from msbench.code_identity import code_identity
 from msbench.defenses.ini import InI
-from msbench.suite import parse_suite
+from msbench.runner.suite import parse_suite
 from tests.conftest import merged
 
 IDX = {"images": "KMNIST/raw/t10k-images-idx3-ubyte", "labels": "KMNIST/raw/t10k-labels-idx1-ubyte"}

@@ -68,13 +68,13 @@ def test_mads_source_moves_modelguard_s_too(copy):
 
 
 def test_the_oracle_moves_cells_but_not_victims_trained_without_it(copy):
-    moved = moved_by(copy, "evaluate.py")
+    moved = moved_by(copy, "runner/evaluate.py")
     assert "cell stage" in moved and "victim stage" not in moved
 
 
 def test_the_report_moves_nothing(copy):
     assert moved_by(copy, "report/tables.py") == set()
-    assert moved_by(copy, "plan.py") == set()
+    assert moved_by(copy, "runner/plan.py") == set()
 
 
 def test_a_model_module_is_in_every_victim_key(copy):
@@ -125,8 +125,8 @@ def test_a_plugin_helper_in_a_subfolder_and_off_the_path_is_hashed(tmp_path):
 
 
 def test_an_adaptive_attacks_cells_move_with_the_attack_it_wraps(monkeypatch):
-    from msbench.cells import cell_key, expand
-    from msbench.suite import load_suite
+    from msbench.runner.cells import cell_key, expand
+    from msbench.runner.suite import load_suite
 
     suite = load_suite(PACKAGE.parent / "suites" / "detection.toml")
     spread = next(cell for cell in expand(suite) if cell.attack == "spread")

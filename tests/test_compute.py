@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from msbench.cells import victim_key
+from msbench.runner.cells import victim_key
 from msbench.compute import Compute, using
 from msbench.models import build_model
-from msbench.suite import parse_suite
+from msbench.runner.suite import parse_suite
 from msbench.training import Recipe, fit
 
 SHAPE = (1, 28, 28)

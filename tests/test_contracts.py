@@ -19,15 +19,15 @@ import pytest
 import torch
 from torch import nn
 
-import msbench.evaluate
-from msbench.cells import Cell, cell_key
+import msbench.runner.evaluate
+from msbench.runner.cells import Cell, cell_key
 from msbench.attacks import Attack
 from msbench.config import build, choices, coerce
 from msbench.data import ROLES
 from msbench.defenses import OutputDefense, TrainingDefense
 from msbench.registry import ATTACKS, DEFENSES
-from msbench.workspace import Workspace
-from msbench.suite import Suite, check_data, load_suite
+from msbench.runner.workspace import Workspace
+from msbench.runner.suite import Suite, check_data, load_suite
 from msbench.training import accuracy, predict_labels
 from tests.conftest import SYNTHETIC_CLASSES, single_thread, synthetic_suite, unregister
 
@@ -312,7 +312,7 @@ def test_attack_stays_within_its_budget_and_its_clone_learns(bench, monkeypatch,
     """Against Vanilla: every image the victim answers for the attack is within the budget and is
     the count recorded, and the clone beats chance by a wide margin on learnable data."""
     answered = []
-    real_oracle = msbench.evaluate.Oracle
+    real_oracle = msbench.runner.evaluate.Oracle
 
     def counting_oracle(predict, *args, **kwargs):
         def count(x: torch.Tensor) -> torch.Tensor:
@@ -321,9 +321,9 @@ def test_attack_stays_within_its_budget_and_its_clone_learns(bench, monkeypatch,
 
         return real_oracle(count, *args, **kwargs)
 
-    monkeypatch.setattr(msbench.evaluate, "Oracle", counting_oracle)
+    monkeypatch.setattr(msbench.runner.evaluate, "Oracle", counting_oracle)
     cell = Cell(DATASET, ARCH, "vanilla", attack, label_mode, SEED)
-    record = msbench.evaluate.run_cell(bench.workspace, cell, cell_key(bench.suite, cell))
+    record = msbench.runner.evaluate.run_cell(bench.workspace, cell, cell_key(bench.suite, cell))
     budget = bench.suite.attacks[attack].config.budget
     assert record["budget"] == budget
     assert sum(answered) <= budget, f"{attack} had {sum(answered)} images answered on a budget of {budget}"

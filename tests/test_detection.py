@@ -26,7 +26,7 @@ from msbench.detection.measure import benign_rate
 from msbench.data import ImageData
 from msbench.oracle import Oracle, QueryLedger
 from msbench.config import SuiteError
-from msbench.suite import load_suite
+from msbench.runner.suite import load_suite
 from tests.conftest import synthetic_images, synthetic_suite
 
 SHAPE = (1, 4, 4)
@@ -233,8 +233,8 @@ def test_a_suite_whose_attacker_has_zero_accounts_fails_in_one_line_naming_the_k
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from msbench.suite import check_data
-    from msbench.workspace import Workspace
+    from msbench.runner.suite import check_data
+    from msbench.runner.workspace import Workspace
     from tests.conftest import single_thread
     tmp = tmp_path_factory.mktemp("detection")
     path = synthetic_suite(tmp, matrix={"defenses": ["prada", "seat"], "attacks": ["knockoff-avg", "spread"]},
@@ -254,8 +254,8 @@ CELLS = [("seat", "knockoff-avg"), ("seat", "spread"), ("prada", "knockoff-avg")
 @pytest.fixture(scope="module")
 def records(workspace) -> dict[tuple[str, str], dict]:
     """The cells of ``CELLS`` through the runner, as stored (JSON round trip)."""
-    from msbench.cells import Cell, cell_key
-    from msbench.evaluate import run_cell
+    from msbench.runner.cells import Cell, cell_key
+    from msbench.runner.evaluate import run_cell
     out = {}
     for defense, attack in CELLS:
         cell = Cell("synth", "smallcnn", defense, attack, "soft", 0)
@@ -267,7 +267,7 @@ def records(workspace) -> dict[tuple[str, str], dict]:
 def test_a_detection_cell_records_its_stop_and_the_clone_kept_there(records, defense, attack):
     """Through the runner: the record counts every answered query, the attacker's accounts and the
     accounts opened; when stopped, ``clone_acc`` is the clone trained on what came before the stop."""
-    from msbench.results import RECORD_SCHEMA, record_problem
+    from msbench.runner.results import RECORD_SCHEMA, record_problem
     record = records[defense, attack]
     assert record_problem(record, record["cell_id"]) is None and set(RECORD_SCHEMA["ok"]) <= set(record)
     assert record["queries"] == 300 and record["attacker_accounts"] == (2 if attack == "spread" else 1)
@@ -285,7 +285,7 @@ def test_the_report_shows_stops_kept_clones_accounts_and_claims(records, tmp_pat
     from msbench.report.headline import verdict_sentences
     from msbench.report.load import load_runs
     from msbench.report.verdict import worst_case
-    from msbench.results import write_tables
+    from msbench.runner.results import write_tables
     write_tables(tmp_path, list(records.values()))
     tables = load_runs(tmp_path)
     frame = summary(tables).set_index(["defense", "attack"])
@@ -311,7 +311,7 @@ def test_the_report_shows_stops_kept_clones_accounts_and_claims(records, tmp_pat
 
 
 def test_a_benign_stream_longer_than_the_subset_test_split_is_refused_before_any_work(tmp_path, mnist_root):
-    from msbench.suite import check_data
+    from msbench.runner.suite import check_data
     from tests.conftest import tiny_suite
 
     suite = load_suite(tiny_suite(tmp_path, matrix={"defenses": ["prada"]}, run={"test_subset": 100},

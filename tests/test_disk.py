@@ -18,7 +18,7 @@ from msbench.defenses import load_cached_victim, save_victim
 from msbench.defenses.vanilla import Vanilla
 from msbench.io import DiskError, RunLock, RunLocked, write_atomic
 from msbench.report import load_results
-from msbench.results import RecordStore, results_frame, write_tables
+from msbench.runner.results import RecordStore, results_frame, write_tables
 from tests.conftest import tiny_suite
 
 
@@ -211,7 +211,7 @@ def test_unwritable_run_directory_is_one_line_exit_2(tmp_path, capsys, monkeypat
 
 
 def test_disk_full_during_a_run_is_one_line_and_leaves_no_temp_files(tmp_path, capsys, monkeypatch, mnist_root, one_thread):
-    from msbench import results
+    from msbench.runner import results
 
     def full(path, data):
         raise DiskError(path, "cannot write (no space left on the device)")
@@ -286,7 +286,7 @@ VALID = {**CELL, "cell_id": "c0", "status": "ok", "error": "", "budget": 500, "q
     ({"curve": [[900, 40.0]]}, "'curve' point [900, 40.0] is outside [0, budget 500] x [0, 100]"),
 ])
 def test_a_record_with_numbers_impossible_for_its_cell_is_refused(tmp_path, caplog, edit, why):
-    from msbench.results import RecordStore, record_problem
+    from msbench.runner.results import RecordStore, record_problem
 
     assert record_problem(VALID, "c0", CELL, 500) is None
     assert record_problem({**VALID, **edit}, "c0", CELL, 500) == why

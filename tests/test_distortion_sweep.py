@@ -10,8 +10,8 @@ import torch
 import msbench
 from msbench.config import SuiteError
 from msbench.report import load_runs
-from msbench.workspace import Workspace
-from msbench.suite import load_suite
+from msbench.runner.workspace import Workspace
+from msbench.runner.suite import load_suite
 from tests.conftest import tiny_suite
 
 SWEEP = {"matrix": {"defenses": ["vanilla", "label_only", "random_noise"], "label_modes": ["soft"]},

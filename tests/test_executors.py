@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import msbench
-from msbench.cells import expand
+from msbench.runner.cells import expand
 from msbench.cli import main
 from msbench.executors import Job, LocalExecutor, PoolExecutor, make_executor, victim_levels
-from msbench.suite import load_suite
+from msbench.runner.suite import load_suite
 from tests.conftest import single_thread, tiny_suite
 
 PLUGINS = str(Path(__file__).parent / "plugins")

@@ -18,7 +18,7 @@ from msbench.data import ImageData
 from msbench.defenses import Softmax
 from msbench.models import Normalize, build_model
 from msbench.oracle import Oracle
-from msbench.suite import parse_suite
+from msbench.runner.suite import parse_suite
 from msbench.training import Recipe
 from tests.conftest import tiny_suite
 

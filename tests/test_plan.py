@@ -8,8 +8,8 @@ import pytest
 
 import msbench
 from msbench.cli import main
-from msbench.plan import IMAGE_SECONDS, plan_suite
-from msbench.suite import load_suite
+from msbench.runner.plan import IMAGE_SECONDS, plan_suite
+from msbench.runner.suite import load_suite
 from tests.conftest import data_root, tiny_suite
 
 
@@ -65,7 +65,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(cached, capsys):
 
 
 def test_a_run_over_the_threshold_warns_before_it_starts(cached, mnist_root_module, monkeypatch):
-    monkeypatch.setattr("msbench.run.WARN_SECONDS", -1.0)  # every estimate is over it, even all cached (0 s)
+    monkeypatch.setattr("msbench.runner.run.WARN_SECONDS", -1.0)  # every estimate is over it, even all cached (0 s)
     lines: list[str] = []
     path = tiny_suite(cached, "one.toml", matrix={"seeds": [0]}, victim={"epochs": 1})
     msbench.run_suite(path, data_root=mnist_root_module, out=cached / "run", echo=lines.append, report=False)
@@ -105,7 +105,7 @@ def test_a_record_the_run_would_refuse_is_not_counted_as_cached(cached):
 
     suite = load_suite(tiny_suite(cached, "one.toml", matrix={"seeds": [0]}, victim={"epochs": 1}))
     before = plan_suite(suite, out=cached / "run", device="cpu")
-    from msbench.cells import cell_key, expand
+    from msbench.runner.cells import cell_key, expand
 
     record = cached / "run" / "records" / f"{cell_key(suite, expand(suite)[0])}.json"  # one of this suite's cached cells
     original = record.read_text()

@@ -25,7 +25,7 @@ def test_duplicate_registration_is_refused():
 
 
 def test_builtin_plugins_are_registered():
-    import msbench.suite  # noqa: F401
+    import msbench.runner.suite  # noqa: F401
 
     assert "vanilla" in DEFENSES
 

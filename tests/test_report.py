@@ -17,7 +17,7 @@ import msbench
 from msbench.cli import main as cli_main
 from msbench.report import load_runs, plot_inference_time, render_report
 from msbench.report.latex import escape
-from msbench.results import CURVE_COLUMNS, RESULT_COLUMNS
+from msbench.runner.results import CURVE_COLUMNS, RESULT_COLUMNS
 from tests.conftest import data_root, tiny_suite
 from tests.report_fixtures import separated_best
 

@@ -21,7 +21,7 @@ from msbench.cli import build_parser, main
 from msbench.logs import ConsoleHandler, failure_summary, start_line
 from msbench.provenance import git_commit
 from msbench.registry import plugin_scope
-from msbench.suite import SuiteError, load_suite
+from msbench.runner.suite import SuiteError, load_suite
 from tests.conftest import REPO, tiny_suite
 
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"  # run.log's UTC timestamps

@@ -7,7 +7,7 @@ import torch
 import pytest
 
 import msbench
-from msbench.checkpoints import read_checkpoint
+from msbench.runner.checkpoints import read_checkpoint
 from msbench.defenses.vanilla import Vanilla
 from tests.conftest import synthetic_suite, tiny_suite
 
@@ -113,8 +113,8 @@ def test_benign_matching_picks_the_strongest_setting_within_tolerance(tmp_path, 
     assert 0.0 < tuned["value"] < 1.0  # full strength flips every label; some mixing keeps the top-1
     assert frame.tuned.iloc[0] == f"misdirect.strength={tuned['value']:g}"
     # the next stronger setting costs more than the tolerance (checked on the cached victim)
-    from msbench.workspace import Workspace
-    from msbench.suite import load_suite
+    from msbench.runner.workspace import Workspace
+    from msbench.runner.suite import load_suite
     from msbench.training import accuracy, predict_labels
 
     ws = Workspace(load_suite(suite), mnist_root, out, torch.device("cpu"))

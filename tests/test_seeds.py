@@ -10,17 +10,17 @@ import pytest
 import torch
 
 import msbench
-import msbench.evaluate
+import msbench.runner.evaluate
 import msbench.seeds
-import msbench.victims
-import msbench.workspace
+import msbench.runner.victims
+import msbench.runner.workspace
 from msbench.attacks.activethief import ActiveThief
 from msbench.attacks.base import AttackContext
 from msbench.attacks.dfme import DFME
 from msbench.attacks.knockoff_avg import KnockoffAveraged
 from msbench.attacks.recovery import Recovery
 from msbench.data import ImageData
-from msbench.checkpoints import read_checkpoint
+from msbench.runner.checkpoints import read_checkpoint
 from msbench.defenses.base import Softmax, VictimContext
 from msbench.models import build_model
 from msbench.oracle import Oracle
@@ -35,7 +35,7 @@ WHO = {("msbench.defenses.ini", "build"): "victim", ("msbench.defenses.ini", "fi
 def spy_on_models(monkeypatch) -> dict[str, list[dict[str, torch.Tensor]]]:
     """Initial parameters of every model the runner's factories build, by who asked for it."""
     built: dict[str, list[dict[str, torch.Tensor]]] = {}
-    real = msbench.workspace.build_model
+    real = msbench.runner.workspace.build_model
 
     def recording(*args, **kwargs):
         model = real(*args, **kwargs)
@@ -44,7 +44,7 @@ def spy_on_models(monkeypatch) -> dict[str, list[dict[str, torch.Tensor]]]:
         built.setdefault(caller, []).append({k: v.detach().clone() for k, v in model.named_parameters()})
         return model
 
-    monkeypatch.setattr(msbench.workspace, "build_model", recording)
+    monkeypatch.setattr(msbench.runner.workspace, "build_model", recording)
     return built
 
 
@@ -89,7 +89,7 @@ def test_every_stream_of_a_run_has_its_own_seed(tmp_path, mnist_root, monkeypatc
         real = owner.seed_for
         monkeypatch.setattr(owner, "seed_for", lambda self, purpose, real=real: (asked.add((self.seed, purpose)), real(self, purpose))[1])
     real_derive = msbench.seeds.derive_seed
-    for user in (msbench.victims, msbench.evaluate):  # the victims' build and fit streams, the attack's stream
+    for user in (msbench.runner.victims, msbench.runner.evaluate):  # the victims' build and fit streams, the attack's stream
         monkeypatch.setattr(user, "derive_seed", lambda seed, purpose: (asked.add((seed, purpose)), real_derive(seed, purpose))[1])
     suite = tiny_suite(tmp_path, matrix={"defenses": ["ini", "mad"], "attacks": ["knockoff", "jbda"], "label_modes": ["soft"]},
                        run={"train_subset": 100, "test_subset": 50}, victim={"epochs": 1},

@@ -16,7 +16,7 @@ from msbench.report.headline import verdict_sentences
 from msbench.report.load import load_runs
 from msbench.report.significance import best, compare, interval, power, ranks, seeds_needed
 from msbench.report.verdict import per_attack, worst_case
-from msbench.suite import parse_suite
+from msbench.runner.suite import parse_suite
 from tests.report_fixtures import full_results, suite_json, write_run
 from tests.test_report import parse_tables
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from msbench.suite import SuiteError, check_data, load_suite, parse_suite
+from msbench.runner.suite import SuiteError, check_data, load_suite, parse_suite
 from tests.conftest import data_root
 
 BASE = {"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"], "attacks": ["knockoff"]}}
@@ -143,7 +143,7 @@ def test_paper_mnist_suite_is_the_papers_setting():
 def test_seeds_suite_is_the_paper_suite_with_more_seeds_of_vanilla_and_ini():
     """``extends``: the seed-spread suite differs from paper-mnist only in its matrix's defenses
     and seeds, so its seed 0 would be paper-mnist's cells exactly (same cell keys)."""
-    from msbench.cells import Cell, cell_key
+    from msbench.runner.cells import Cell, cell_key
     suites = Path(__file__).resolve().parents[1] / "suites"
     base, seeds = load_suite(suites / "paper-mnist.toml"), load_suite(suites / "paper-mnist-seeds.toml")
     assert seeds.name == "paper-mnist-seeds" and seeds.matrix.defenses == ["vanilla", "ini"] and seeds.matrix.seeds == [1, 2]
@@ -191,7 +191,7 @@ def test_extends_cycle_through_two_files_is_refused(tmp_path):
 def test_extends_chain_is_bounded_in_one_line_and_a_self_extension_is_a_cycle(tmp_path):
     """A chain of MAX_EXTENDS extends loads; one deeper (1,500 used to end in RecursionError) is one
     line naming the file and ``extends``."""
-    from msbench.suite import MAX_EXTENDS
+    from msbench.runner.suite import MAX_EXTENDS
 
     write(tmp_path / "s0.toml", 'name = "s0"\n[matrix]\ndatasets = ["mnist"]\narchs = ["smallcnn"]\n'
           'defenses = ["vanilla"]\nattacks = ["knockoff"]\n')

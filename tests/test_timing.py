@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from msbench.checkpoints import read_checkpoint
+from msbench.runner.checkpoints import read_checkpoint
 from torch import nn
 
 import msbench
@@ -17,7 +17,7 @@ from msbench.cli import main
 from msbench.config import SuiteError
 from msbench.defenses import TrainingDefense
 from msbench.registry import ARCHITECTURES, DEFENSES
-from msbench.suite import load_suite
+from msbench.runner.suite import load_suite
 from msbench.timing.cost import chain_cost, defense_cost
 from msbench.timing.measure import cycling, time_calls
 from msbench.timing.stage import time_suite
@@ -211,9 +211,9 @@ def test_timing_section_is_validated(tmp_path, plugins, table, key):
 
 def test_suggestions_and_defaults():
     with pytest.raises(SuiteError, match="did you mean 'resnet18'"):
-        msbench.suite.parse_suite({"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"],
+        msbench.runner.suite.parse_suite({"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"],
                                               "attacks": ["knockoff"]}, "timing": {"archs": ["resnet81"]}})
-    suite = msbench.suite.parse_suite({"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"],
+    suite = msbench.runner.suite.parse_suite({"matrix": {"datasets": ["mnist"], "archs": ["smallcnn"], "defenses": ["vanilla"],
                                                   "attacks": ["knockoff"]}})
     options = suite.extra["timing"]
     assert options.batch_sizes == [1, 128] and options.repeats == 2000 and options.inputs == ["random"]

@@ -7,7 +7,7 @@ import pytest
 from msbench.report.latex import render_table
 from msbench.report.load import load_runs
 from msbench.report.training_cost import NO_REFERENCE, NOT_RECORDED, training_cost_tables
-from msbench.results import record_problem
+from msbench.runner.results import record_problem
 from tests.report_fixtures import full_results, suite_json, write_run
 
 CPU = "cpu: Test CPU, 2 threads"

@@ -17,7 +17,7 @@ from msbench.config import SuiteError
 from msbench.data import UnlabeledImages, load_split
 from msbench.oracle import Oracle
 from msbench.registry import register_attack
-from msbench.suite import parse_suite
+from msbench.runner.suite import parse_suite
 from tests.conftest import tiny_suite
 
 

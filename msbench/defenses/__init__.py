@@ -1,5 +1,5 @@
 """Defenses: importing this package registers the built-in ones."""
-from msbench.checkpoints import load_cached_victim, load_victim, save_victim  # noqa: F401  (their old home)
+from msbench.runner.checkpoints import load_cached_victim, load_victim, save_victim  # noqa: F401  (their old home)
 from msbench.defenses.base import Defense, OutputDefense, Softmax, TrainingDefense, VictimContext  # noqa: F401
 from msbench.defenses import vanilla  # noqa: F401
 from msbench.defenses import edm, ini  # noqa: F401

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from msbench.cells import Cell, digest, victim_key
-from msbench.checkpoints import checkpoint_matches
-from msbench.evaluate import run_cell
+from msbench.runner.cells import Cell, digest, victim_key
+from msbench.runner.checkpoints import checkpoint_matches
+from msbench.runner.evaluate import run_cell
 from msbench.isolation import isolated
 from msbench.plugin_modules import import_plugins
 from msbench.progress import progress
-from msbench.suite_schema import Suite
-from msbench.workspace import Workspace, resolve_device
+from msbench.runner.suite_schema import Suite
+from msbench.runner.workspace import Workspace, resolve_device
 
 Pending = list[tuple[Cell, str]]  # (cell, cell id) pairs still to compute
 OnStart = Callable[[Cell], None]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from msbench.cells import digest
+from msbench.runner.cells import digest
 from msbench.defenses import OutputDefense
 from msbench.plugin_modules import import_plugins
 from msbench.registry import ATTACKS, DEFENSES, Registry
@@ -25,7 +25,7 @@ from msbench.report.runs import KEY, PENDING, TIMING_COLUMNS, RunTables
 from msbench.report.table_check import DTYPES, check_numbers, read_table
 from msbench.report.headline import verdict_sentences
 from msbench.report.verdict import per_attack, worst_case
-from msbench.results import _TEXT, CURVE_COLUMNS, CURVE_DTYPES, RESULT_COLUMNS, RESULT_DTYPES, typed
+from msbench.runner.results import _TEXT, CURVE_COLUMNS, CURVE_DTYPES, RESULT_COLUMNS, RESULT_DTYPES, typed
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame | None:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from msbench.config import InputError
-from msbench.results import _COUNT, _NUMBER, _TEXT, CURVE_DTYPES, RESULT_DTYPES
+from msbench.runner.results import _COUNT, _NUMBER, _TEXT, CURVE_DTYPES, RESULT_DTYPES
 
 TIMING_DTYPES = {c: _NUMBER for c in ("batch_size", "repeats", "warmup", "total_seconds", "ms_per_query",
                                       "ms_per_image",

@@ -8,6 +8,6 @@
 - ``summary``: the console table.
 
 Import from the submodule (``from msbench.timing.stage import time_suite``): this file imports
-none of them, because ``msbench.suite`` imports ``msbench.timing.schema`` (which runs this file
+none of them, because ``msbench.runner.suite`` imports ``msbench.timing.schema`` (which runs this file
 first) while the suite module is itself being imported, and the plan and the stage import the suite.
 """

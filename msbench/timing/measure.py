@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 if TYPE_CHECKING:
-    from msbench.workspace import Workspace
+    from msbench.runner.workspace import Workspace
 
 RANDOM_POOL = 1024  # distinct random images cycled through by the timed calls
 

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from msbench.cells import digest, victim_key
+from msbench.runner.cells import digest, victim_key
 from msbench.config import as_dict
 from msbench.defenses import reference_defense
 from msbench.registry import DEFENSES
-from msbench.suite_schema import DatasetOptions, PluginSettings
+from msbench.runner.suite_schema import DatasetOptions, PluginSettings
 from msbench.timing.schema import TimingOptions, override_config
 
 if TYPE_CHECKING:
-    from msbench.workspace import Workspace
-    from msbench.suite import Suite
+    from msbench.runner.workspace import Workspace
+    from msbench.runner.suite import Suite
 
 TIMING_VICTIMS = "timing_victims"  # sub-folder of the run directory for short-recipe victims
 

@@ -12,10 +12,10 @@ from msbench.config import SuiteError
 from msbench.defenses.chain import chain_problem
 from msbench.plugin_config import plugin_config
 from msbench.registry import ARCHITECTURES, DEFENSES
-from msbench.suite_checks import plugin_name
+from msbench.runner.suite_checks import plugin_name
 
 if TYPE_CHECKING:
-    from msbench.suite import Suite
+    from msbench.runner.suite import Suite
 
 InputKind = Literal["random", "id", "ood"]  # random images, the test split's, the ood role's
 VictimSource = Literal["auto", "suite", "short"]  # which victims are timed (see ``victims`` below)

@@ -22,7 +22,7 @@ from msbench.defenses import reference_defense
 from msbench.io import write_atomic
 from msbench.progress import progress
 from msbench.registry import DEFENSES
-from msbench.suite import Suite, check_data, load_suite
+from msbench.runner.suite import Suite, check_data, load_suite
 from msbench.timing.cost import chain_cost
 from msbench.timing.measure import cycling, device_name, input_pool, time_calls
 from msbench.timing.plan import (TIMING_VICTIMS, Plan, make_plan, plan_key, recipe_label, short_suite,
@@ -30,7 +30,7 @@ from msbench.timing.plan import (TIMING_VICTIMS, Plan, make_plan, plan_key, reci
                                  with_settings)
 from msbench.timing.summary import timing_summary
 from msbench.version import __version__
-from msbench.workspace import Workspace, resolve_device
+from msbench.runner.workspace import Workspace, resolve_device
 
 NO_TIMING = ("no [timing] section, so nothing is chosen to time: add one naming the defenses, archs, batch sizes "
              "and repeats to measure (docs/performance.md; suites/quick.toml has one)")

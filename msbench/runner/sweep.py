@@ -2,7 +2,7 @@
 the one benign matching picks, so clone accuracy can be plotted against benign accuracy and
 distortion along each defense's knob (ModelGuard's and GRAD^2's methodology).
 
-A suite asks for it with a ``[sweep]`` table (docs/suites.md); ``msbench.suite`` reads the table
+A suite asks for it with a ``[sweep]`` table (docs/suites.md); ``msbench.runner.suite`` reads the table
 into ``SweepOptions``. Each swept value is one more cell per (dataset, arch, attack, label mode,
 seed) with ``setting`` set; its victim is the composition's trained victim (trained and cached
 once) with the tunable set to that value, so a sweep costs attacks, not victim training. Swept
@@ -18,7 +18,7 @@ from msbench.defenses import OutputDefense
 from msbench.registry import DEFENSES
 
 if TYPE_CHECKING:
-    from msbench.suite import Suite
+    from msbench.runner.suite import Suite
 
 
 @dataclass

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from msbench.cells import cell_key, expand, victim_key
+from msbench.runner.cells import cell_key, expand, victim_key
 from msbench.defenses.chain import resolve_chain
 from msbench.logs import duration
 from msbench.registry import ATTACKS, DEFENSES
-from msbench.results import record_problem
-from msbench.suite_schema import Suite
-from msbench.workspace import resolve_device
+from msbench.runner.results import record_problem
+from msbench.runner.suite_schema import Suite
+from msbench.runner.workspace import resolve_device
 
 IMAGE_SECONDS = {("smallcnn", "cpu"): 12.0 / 60000, ("resnet18", "cpu"): 540.0 / 60000, ("vgg16", "cpu"): 800.0 / 60000,
                  ("smallcnn", "cuda"): 12.0 / 60000 / 10, ("resnet18", "cuda"): 540.0 / 60000 / 100,

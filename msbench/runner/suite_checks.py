@@ -1,6 +1,6 @@
 """Checks of single suite values, each raising a SuiteError that names the file, the key and what was expected.
 
-``msbench.suite`` calls them while it reads a file; a stage that reads a section of its own
+``msbench.runner.suite`` calls them while it reads a file; a stage that reads a section of its own
 (``[timing]``, ``[sweep]``) can call them for the same messages.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Callable
 from msbench.config import SuiteError, build
 from msbench.data import DatasetSpec, file_dataset, union_dataset
 from msbench.registry import DATASETS, Registry, UnknownPluginError
-from msbench.suite_schema import DatasetOptions, RunOptions
+from msbench.runner.suite_schema import DatasetOptions, RunOptions
 from msbench.training import Recipe
 
 

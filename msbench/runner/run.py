@@ -3,7 +3,7 @@
 ``run_suite`` checks every input before any work, locks the run directory, and hands the cells not
 yet done to an executor; each record is stored atomically as it arrives, so Ctrl-C or a kill loses
 at most the cells in progress, and a re-run computes only what is missing. What one cell computes
-is ``msbench.evaluate.run_cell``; where, the executor's business (``msbench.executors``).
+is ``msbench.runner.evaluate.run_cell``; where, the executor's business (``msbench.executors``).
 """
 from __future__ import annotations
 
@@ -15,20 +15,20 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from msbench.cells import Cell, cell_key, expand, victim_key
+from msbench.runner.cells import Cell, cell_key, expand, victim_key
 from msbench.data import default_data_root
 from msbench.executors import Executor, Job, make_executor
 from msbench.executors.base import forget_workspaces
 from msbench.io import DiskError, RunLock, make_dirs, write_atomic
 from msbench.compute import precision_problem
 from msbench.logs import CellLines, duration, failure_summary, heartbeats, start_line, teller
-from msbench.plan import WARN_SECONDS, plan_suite
+from msbench.runner.plan import WARN_SECONDS, plan_suite
 from msbench.progress import progress
 from msbench.report import render_report
-from msbench.results import RecordStore, results_frame, write_tables
-from msbench.suite import Suite, SuiteError, check_data, load_suite
+from msbench.runner.results import RecordStore, results_frame, write_tables
+from msbench.runner.suite import Suite, SuiteError, check_data, load_suite
 from msbench.timing.stage import time_suite
-from msbench.workspace import check_device, resolve_device
+from msbench.runner.workspace import check_device, resolve_device
 
 Echo = Callable[[str], Any]
 

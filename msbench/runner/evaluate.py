@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from msbench.attacks import AttackContext
-from msbench.cells import Cell
+from msbench.runner.cells import Cell
 from msbench.compute import using
 from msbench.data import UnlabeledImages
 from msbench.detection.measure import watch as detection_watch
@@ -27,7 +27,7 @@ from msbench.registry import ATTACKS
 from msbench.seeds import derive_seed, seeded
 from msbench.training import accuracy, predict_labels
 from msbench.version import __version__
-from msbench.workspace import Workspace
+from msbench.runner.workspace import Workspace
 
 
 def run_cell(ws: Workspace, cell: Cell, cell_id: str) -> dict[str, Any]:

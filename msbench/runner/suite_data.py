@@ -15,7 +15,7 @@ from msbench.defenses.detection import DetectionDefense
 from msbench.registry import ATTACKS, DEFENSES
 
 if TYPE_CHECKING:
-    from msbench.suite_schema import Suite
+    from msbench.runner.suite_schema import Suite
 
 
 def check_data(suite: Suite, root: Path) -> None:

@@ -3,8 +3,8 @@
 See docs/suites.md for the format. Every error is a SuiteError naming the file, the key path and
 what was expected; misspelt plugin names get the nearest registered name as a suggestion.
 ``parse_suite`` reads a suite section by section, one small parser each, in the order its errors
-are reported; the types it fills are in ``msbench.suite_schema``, single-value checks in
-``msbench.suite_checks``.
+are reported; the types it fills are in ``msbench.runner.suite_schema``, single-value checks in
+``msbench.runner.suite_checks``.
 """
 from __future__ import annotations
 
@@ -22,11 +22,12 @@ from msbench.plugin_config import plugin_config
 from msbench.plugin_modules import import_plugins
 from msbench.report_options import ReportOptions
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry, UnknownPluginError
-from msbench.suite_checks import (NAME_PATTERN, check_recipe, check_run, check_subset, check_unique, device_problem,
-                                  file_spec, plugin_name, table, table_value, union_members, union_specs)
-from msbench.suite_data import check_data
-from msbench.suite_schema import DatasetOptions, Matrix, PluginSettings, RunOptions, Suite
-from msbench.sweep import SweepOptions
+from msbench.runner.suite_checks import (NAME_PATTERN, check_recipe, check_run, check_subset, check_unique,
+                                         device_problem, file_spec, plugin_name, table, table_value, union_members,
+                                         union_specs)
+from msbench.runner.suite_data import check_data
+from msbench.runner.suite_schema import DatasetOptions, Matrix, PluginSettings, RunOptions, Suite
+from msbench.runner.sweep import SweepOptions
 from msbench.timing.schema import TimingOptions
 from msbench.training import CLONE_RECIPE, Recipe
 

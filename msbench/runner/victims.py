@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from msbench.cells import victim_key
+from msbench.runner.cells import victim_key
 from msbench.compute import using
 from msbench.config import as_dict
 from msbench.data import ImageData
-from msbench.checkpoints import load_cached_victim, save_victim
+from msbench.runner.checkpoints import load_cached_victim, save_victim
 from msbench.defenses import OutputDefense, VictimContext
 from msbench.distortion import restart_randomness
 from msbench.fingerprint import code_fingerprint, fingerprint
@@ -32,7 +32,7 @@ from msbench.seeds import derive_seed, seeded
 from msbench.training import accuracy, predict_labels
 
 if TYPE_CHECKING:  # the workspace makes its cache; the cache only reads the workspace
-    from msbench.workspace import Workspace
+    from msbench.runner.workspace import Workspace
 
 MEMORY_LIMIT = 8  # victims kept in memory: a cell holds its chain's links (at most a few), the rest reload from disk
 Victim = tuple[nn.Module, dict[str, Any]]  # the deployed module and its facts (benign accuracy, tuned setting...)

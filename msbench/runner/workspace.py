@@ -3,7 +3,7 @@
 Everything a cell or a victim reads about the run comes from here: the victim's data splits (the
 same subsets for every seed), role datasets shaped like the victim's inputs, a model factory and a
 defense's ``VictimContext``. The victims themselves are kept by ``ws.victims``
-(``msbench.victims``); one cell's attack and record are made by ``msbench.evaluate.run_cell``.
+(``msbench.runner.victims``); one cell's attack and record are made by ``msbench.runner.evaluate.run_cell``.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from msbench.defenses import VictimContext
 from msbench.isolation import TorchState, snapshot
 from msbench.models import build_model
 from msbench.registry import DEFENSES
-from msbench.suite_checks import device_problem
-from msbench.suite_schema import Suite
-from msbench.victims import VictimCache
+from msbench.runner.suite_checks import device_problem
+from msbench.runner.suite_schema import Suite
+from msbench.runner.victims import VictimCache
 
 SUBSET_SEED = 0  # data subsets and the validation split are the same for every seed of a suite
 

@@ -1,6 +1,6 @@
 """The typed suite: each section of a suite file as a dataclass, and the queries the runner asks of it.
 
-``msbench.suite`` reads a file into these types (checking every value); everything after that
+``msbench.runner.suite`` reads a file into these types (checking every value); everything after that
 (cells, victims, timing, the report's suite.json) reads only these.
 """
 from __future__ import annotations

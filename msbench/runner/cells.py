@@ -30,8 +30,8 @@ from msbench.compute import Compute
 from msbench.config import as_dict
 from msbench.defenses import OutputDefense
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES
-from msbench.suite_schema import Suite
-from msbench.sweep import sweep_options
+from msbench.runner.suite_schema import Suite
+from msbench.runner.sweep import sweep_options
 
 RESULT_VERSION = 3  # bump when a change of meaning invalidates earlier results (2: independent random streams; 3: code closures in keys)
 FILE_FIELDS = ("format", "like", "train", "test", "num_classes")  # what of a file dataset's definition its images depend on
