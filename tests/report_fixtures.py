@@ -31,6 +31,15 @@ def suite_json(name: str, datasets, defenses, attacks, modes, seeds, match_benig
             "datasets": {d: {"surrogate": "emnist-letters"} for d in datasets}}
 
 
+def presentation(defenses: dict[str, dict] | None = None, attacks: dict[str, dict] | None = None) -> dict:
+    """A suite.json ``presentation`` section as a run records it: each entry's fields filled with what a
+    plugin that declares nothing shows, then those given (e.g. ``{"mad": {"label": "MAD v2"}}``)."""
+    blank = {"color": None, "paper_order": None}
+    return {"defenses": {n: {"label": n, **blank, "reference": False, "ablation_reference": False, "default_base": None,
+                             "color_over_base": None, **entry} for n, entry in (defenses or {}).items()},
+            "attacks": {n: {"label": n, **blank, "roles": [], **entry} for n, entry in (attacks or {}).items()}}
+
+
 def full_results(datasets=("mnist", "fashionmnist"), defenses=DEFENSES, attacks=("knockoff", "jbda"), modes=("soft", "hard"),
                  seeds=(0, 1), collapsed=(("fashionmnist", "ini"),), seed: int = 3, budgets: dict[str, int] | None = None,
                  tag: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,6 +1,6 @@
 """Reports that cannot mislead: what is bold, what is marked, what is merged, what is pending, the
 worst-case verdict, and figures readable at a paper's column width. Hand-written run directories
-(tests/report_fixtures.py), no training."""
+(tests/report_fixtures.py), no training but one tiny synthetic run checking what a run records for the report."""
 from __future__ import annotations
 
 import itertools
@@ -25,15 +25,26 @@ from msbench.defenses.mad import MAD
 from msbench.registry import ATTACKS, DEFENSES
 from msbench.report import figures as figs
 from msbench.report import load_runs, render_report
-from msbench.report.labels import attack_label, defense_label, order_defenses
+from msbench.report.labels import attack_label, defense_colour, defense_label, order_defenses, use_recorded
+from msbench.report.load import settings_id
 from msbench.report.runs import DEFAULT_TOLERANCE
 from msbench.report.tables import all_tables
 from msbench.report.verdict import worst_case
-from tests.conftest import unregister
-from tests.report_fixtures import full_results, full_run, separated_best, significantly_below, suite_json, write_run
+from msbench.runner.suite import load_suite
+from tests.conftest import synthetic_suite, unregister
+from tests.report_fixtures import (full_results, full_run, presentation, separated_best, significantly_below, suite_json,
+                                   write_run)
 from tests.test_report import parse_number, parse_tables
 
 PDFFONTS = shutil.which("pdffonts")
+
+
+@pytest.fixture(autouse=True)
+def _no_recorded_presentation():
+    """Each test starts, and leaves, with no run's recorded presentation installed for the labels."""
+    use_recorded(None)
+    yield
+    use_recorded(None)
 
 
 @pytest.fixture(scope="module")
@@ -332,6 +343,58 @@ def test_labels_colours_and_order_come_from_the_plugins(monkeypatch):
     assert attack_label("knockoff") == "KnockoffNets" and attack_label("not_an_attack") == "not_an_attack"
 
 
+def _recorded_run(path: Path, recorded: dict | None) -> Path:
+    """Vanilla, MAD and ``ghost`` (a defense no plugin here registers) under KnockoffNets; suite.json with
+    ``recorded`` as its presentation section (None: a run recorded before the section existed)."""
+    results, _ = full_results(datasets=("mnist",), defenses=("vanilla", "mad", "ghost"), attacks=("knockoff",),
+                              modes=("soft",), seeds=(0,), collapsed=())
+    suite = suite_json("p", ["mnist"], ["vanilla", "mad", "ghost"], ["knockoff"], ["soft"], [0])
+    if recorded is not None:
+        suite["presentation"] = recorded
+    return write_run(path, results, suite=suite)
+
+
+RECORDED = presentation(
+    defenses={"vanilla": {"label": "Plain", "paper_order": 0, "reference": True, "color": "#999999"},
+              "mad": {"label": "MAD as run", "paper_order": 5, "default_base": "vanilla", "color_over_base": "#0072B2"},
+              "ghost": {"label": "Ghost Defense", "paper_order": 1, "color": "#123456"}},
+    attacks={"knockoff": {"label": "Knockoff as run", "paper_order": 0, "roles": ["surrogate"]}})
+
+
+def test_a_report_shows_the_labels_and_order_its_run_recorded(tmp_path):
+    """suite.json's presentation, not the plugins installed here: a label recorded for a plugin no one
+    registered here shows, a recorded label wins over the live plugin's, the recorded paper order sorts."""
+    assert "ghost" not in DEFENSES and MAD.label == "MAD" and ATTACKS.get("knockoff").label == "KnockoffNets"
+    run = _recorded_run(tmp_path / "run", RECORDED)
+    out = render_report(run, out=tmp_path / "rep", formats="latex,html")
+    tex, page = (out / "tables.tex").read_text(), (out / "index.html").read_text()
+    clone = parse_tables(tex)["clone-knockoff-smallcnn"]
+    assert list(clone["rows"]) == ["Plain", "Ghost Defense", "MAD as run"]  # the recorded paper order
+    for text in (tex, page):
+        assert "Ghost Defense" in text and "MAD as run" in text and "Knockoff as run" in text
+        assert "KnockoffNets" not in text and "MAD &" not in text and "MAD</" not in text
+    assert "ghost" not in tex.replace("Ghost Defense", "")  # (the page also shows the suite's settings, raw names)
+    assert defense_label("ini+mad") == "InI + MAD as run" and defense_colour("ghost") == "#123456"
+    assert defense_colour("ini+mad") == "#0072B2"
+    unrecorded = suite_json("p", ["mnist"], ["vanilla", "mad"], ["knockoff"], ["soft"], [0])
+    assert settings_id(json.loads((run / "suite.json").read_text()), "mnist", "smallcnn", "mad", "knockoff") == \
+        settings_id(unrecorded, "mnist", "smallcnn", "mad", "knockoff")  # the section is no setting
+
+
+def test_a_run_recorded_before_the_presentation_section_reads_the_plugins(tmp_path):
+    """A suite.json without the section shows what the installed plugins declare, and raw names for
+    the rest; loading it replaces what an earlier report's runs recorded."""
+    load_runs(_recorded_run(tmp_path / "new", RECORDED))
+    assert defense_label("mad") == "MAD as run"
+    out = render_report(_recorded_run(tmp_path / "old", None), out=tmp_path / "rep", formats="latex")
+    assert list(parse_tables((out / "tables.tex").read_text())["clone-knockoff-smallcnn"]["rows"]) == \
+        ["Vanilla", "MAD", "ghost"]
+    assert defense_label("mad") == "MAD" and attack_label("knockoff") == "KnockoffNets"
+    tables = load_runs([_recorded_run(tmp_path / "old", None), _recorded_run(tmp_path / "new", RECORDED)])
+    assert tables.presentation["defenses"]["ghost"]["label"] == "Ghost Defense"
+    assert defense_label("ghost") == "Ghost Defense" and defense_label("edm") == "EDM"  # recorded, else live
+
+
 # -- figures --------------------------------------------------------------------------------------
 def _draw(fig):
     canvas = FigureCanvasAgg(fig)
@@ -532,3 +595,20 @@ def test_the_report_imports_the_plugins_its_run_recorded(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.returncode == 0, done.stderr
     assert "My Labelled Defense" in (tmp_path / "rep" / "tables.tex").read_text()
+
+
+def test_a_run_records_how_each_plugin_is_shown(tmp_path, one_thread):
+    """suite.json's presentation: every defense with each link of its chain and an output defense's
+    default base, the reference, every attack; written by a real run."""
+    chains = load_suite(synthetic_suite(tmp_path, "chains.toml", matrix={"defenses": ["ini+mad", "am"]})).resolved()
+    assert list(chains["presentation"]["defenses"]) == ["vanilla", "ini", "mad", "oe", "am"]
+    suite = synthetic_suite(tmp_path, matrix={"defenses": ["mad"], "label_modes": ["soft"]},
+                            victim={"epochs": 1}, clone={"epochs": 1})
+    msbench.run_suite(suite, data_root=tmp_path / "no-data", out=tmp_path / "run", echo=lambda *_: None, report=False)
+    recorded = json.loads((tmp_path / "run" / "suite.json").read_text())["presentation"]
+    assert recorded["defenses"]["mad"] == {"label": "MAD", "color": MAD.color, "paper_order": MAD.paper_order,
+                                           "reference": False, "ablation_reference": False, "default_base": "vanilla",
+                                           "color_over_base": MAD.color_over_base}
+    assert recorded["defenses"]["vanilla"]["reference"] and recorded["defenses"]["vanilla"]["label"] == "Vanilla"
+    assert recorded["attacks"] == {"knockoff": {"label": "KnockoffNets", "color": None, "paper_order": 0,
+                                                "roles": ["surrogate"]}}

@@ -15,12 +15,11 @@ from typing import Any
 import pandas as pd
 
 from msbench.runner.cells import digest
-from msbench.defenses import OutputDefense
 from msbench.plugin_modules import import_plugins
 from msbench.registry import ATTACKS, DEFENSES, Registry
 from msbench.report.labels import (VARIANT, attack_label, dataset_label, defense_label, in_order, is_reference,
-                                   mode_label,
-                                   order_defenses, plugin_class)
+                                   mode_label, order_defenses, plugin_class, recorded_presentation, shown,
+                                   use_recorded)
 from msbench.report.runs import KEY, PENDING, TIMING_COLUMNS, RunTables
 from msbench.report.table_check import DTYPES, check_numbers, read_table
 from msbench.report.headline import verdict_sentences
@@ -47,13 +46,14 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _chain(defense: str) -> list[str]:
-    """``mad`` -> [vanilla, mad] (an output defense over its default base), ``ini+mad`` -> [ini, mad]."""
+def _chain(defense: str, suite: dict[str, Any] | None = None) -> list[str]:
+    """``mad`` -> [vanilla, mad] (an output defense over its default base, as ``suite`` recorded it, else
+    as the installed plugin declares it), ``ini+mad`` -> [ini, mad]."""
     parts = str(defense).split("+")
-    first = plugin_class(DEFENSES, parts[0])
-    if first is not None and issubclass(first, OutputDefense):
-        parts = [first.default_base] + parts
-    return parts
+    recorded = (suite or {}).get("presentation")
+    entry = shown("defenses", parts[0], recorded if isinstance(recorded, dict) else {})
+    base = entry.get("default_base") if entry is not None else None
+    return [base] + parts if base else parts
 
 
 FORMER_DEFAULTS = {"run": {"precision": "fp32", "channels_last": False}, "dataset": {"union": None}}
@@ -91,7 +91,7 @@ def settings_id(suite: dict[str, Any], dataset: str, arch: str, defense: str, at
     return digest({"run": run, "dataset": entry, "roles": {r: datasets.get(n) for r, n in roles.items() if n},
                    "arch": arch,
                    "defenses": [(n, as_recorded(DEFENSES, n, (suite.get("defenses") or {}).get(n)))
-                                for n in _chain(defense)],
+                                for n in _chain(defense, suite)],
                    "attack": as_recorded(ATTACKS, attack, (suite.get("attacks") or {}).get(attack))})
 
 
@@ -173,10 +173,14 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
       named ``defense@run`` and shown ``Defense (run)``. Runs of the same name that would need this
       are refused with a one-line ValueError.
     - Cells planned by a suite.json matrix without a record are added with status ``pending``.
+    - Labels, colours and order are what the runs recorded (suite.json's ``presentation``, a later run's
+      entry winning): installed for the labels of ``msbench.report.labels`` (``use_recorded``) in place of
+      the previous report's, and kept in ``RunTables.presentation``.
     """
     dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, Path)) else [Path(d) for d in run_dirs]
     if not dirs:
         raise ValueError("render_report needs at least one run directory")
+    use_recorded(None)  # nothing of an earlier report's runs shows in this one
     results, curves, timing, suites, names = [], [], [], [], {}
     for index, run_dir in enumerate(dirs):
         if not run_dir.is_dir():
@@ -211,6 +215,8 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
         if not found:
             raise FileNotFoundError(f"{run_dir}: none of results.csv, curves.csv, timing.csv is there "
                                     f"(is it a run directory?)")
+    presentation = recorded_presentation(suites)
+    use_recorded(presentation)
     result_frame = _concat(results, RESULT_COLUMNS + ["run", "settings"])
     renamed: set = set()
     reasons: list[str] = []
@@ -241,7 +247,8 @@ def load_runs(run_dirs: list[Path] | Path) -> RunTables:
                                                curve_frame["defense"])]
         curve_frame = curve_frame.drop_duplicates(CURVE_COLUMNS[:7], keep="last")
     return RunTables(dirs, result_frame.reset_index(drop=True), curve_frame.reset_index(drop=True),
-                     _concat(timing, TIMING_COLUMNS + ["run"]), suites, reasons, sweep_frame.reset_index(drop=True))
+                     _concat(timing, TIMING_COLUMNS + ["run"]), suites, reasons, sweep_frame.reset_index(drop=True),
+                     presentation)
 
 
 def load_results(run_dir: str | Path | list, table: str = "results") -> pd.DataFrame:

@@ -58,6 +58,9 @@ class RunTables:
     kept_apart: list[str] = field(default_factory=list)  # one line per defense kept apart by run, and why
     # trade-off sweep cells (``setting`` set), kept out of ``results``
     sweep: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # how the runs recorded each plugin is shown ({"defenses": {name: {label, ...}}, "attacks": ...}; see
+    # ``labels.recorded_presentation``): what load_runs installed for the labels
+    presentation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
