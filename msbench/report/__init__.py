@@ -4,7 +4,7 @@
     render_report(["runs/mnist", "runs/cifar10"], out="reports/paper")
 
 Reading runs: ``load`` (into ``runs.RunTables``); how plugins are shown: ``labels``; the numbers:
-``stats`` and ``verdict``; tables: ``tables`` (``cell``, ``context``), rendered by ``latex`` and
+``stats`` and ``verdict``; tables: ``tables`` (``table_entry``, ``context``), rendered by ``latex`` and
 ``html``; figures: the ``figures`` package; the whole report: ``render``.
 """
 from __future__ import annotations

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from msbench.report.cell import COLLAPSED_MARK, Cell, mark_collapsed, points
 from msbench.report.labels import attack_label, in_order, is_pool_attack
 from msbench.report.runs import RunTables
 from msbench.report.stats import benign_check
+from msbench.report.table_entry import COLLAPSED_MARK, TableEntry, mark_collapsed, points
 
 
 def lookup(summary: pd.DataFrame, **keys) -> pd.Series | None:
@@ -58,13 +58,13 @@ class Context:
     def eligible(self, dataset: str, arch: str, defense: str) -> bool:
         return self.within.get((dataset, arch, defense)) is True
 
-    def mark(self, cell: Cell, dataset: str, arch: str, defense: str) -> Cell:
-        if cell.sort is None:
-            return cell
+    def mark(self, entry: TableEntry, dataset: str, arch: str, defense: str) -> TableEntry:
+        if entry.sort is None:
+            return entry
         if self.collapsed(dataset, arch, defense):
-            return mark_collapsed(cell)
-        cell.eligible = self.eligible(dataset, arch, defense)
-        return cell
+            return mark_collapsed(entry)
+        entry.eligible = self.eligible(dataset, arch, defense)
+        return entry
 
     def notes(self) -> str:
         """The caption's closing notes: the collapse mark and, for a partial run, its progress."""

@@ -17,11 +17,11 @@ import pandas as pd
 
 from msbench.defenses.detection import DetectionDefense
 from msbench.registry import DEFENSES
-from msbench.report.cell import Cell, Table, slug
 from msbench.report.labels import (attack_label, dataset_label, defense_label, in_order, mode_label, order_attacks,
                                    plugin_class, reference_of, split_variant)
 from msbench.report.runs import RunTables
 from msbench.report.stats import finite
+from msbench.report.table_entry import Table, TableEntry, slug
 
 KEYS = ["dataset", "arch", "defense", "attack", "label_mode"]
 COLUMNS = KEYS + ["wraps", "n", "stopped", "flag_queries", "stop_queries", "kept", "unstopped", "reference_clone",
@@ -107,20 +107,20 @@ def accounts_for(results: pd.DataFrame) -> dict[tuple, float]:
     return {k: float(v) for k, v in cells.groupby(KEYS)["accounts_needed"].mean().items()}
 
 
-def _number(value: float, digits: int = 0, suffix: str = "") -> Cell:
+def _number(value: float, digits: int = 0, suffix: str = "") -> TableEntry:
     if not finite(value):
-        return Cell.empty()
+        return TableEntry.empty()
     text = f"{value:,.{digits}f}{suffix}"
-    return Cell(text, text.replace(",", "{,}").replace("%", r"\%"), float(value))
+    return TableEntry(text, text.replace(",", "{,}").replace("%", r"\%"), float(value))
 
 
-def _stop(mean: float, count: int, n: int) -> Cell:
+def _stop(mean: float, count: int, n: int) -> TableEntry:
     if count == 0:
-        return Cell("never", "never", float("inf"))
-    cell = _number(mean)
+        return TableEntry("never", "never", float("inf"))
+    entry = _number(mean)
     if count < n:
-        cell.text, cell.latex = f"{cell.text} ({count}/{n})", f"{cell.latex} ({count}/{n})"
-    return cell
+        entry.text, entry.latex = f"{entry.text} ({count}/{n})", f"{entry.latex} ({count}/{n})"
+    return entry
 
 
 def detection_tables(tables: RunTables) -> list[Table]:
@@ -135,12 +135,13 @@ def detection_tables(tables: RunTables) -> list[Table]:
                                        & (tables.results["attack"] == r.attack)
                                        & (tables.results["label_mode"] == r.label_mode)
                                        ]["flag_queries"].notna().sum())
-            rows.append([Cell.label(defense_label(r.defense)), Cell.label(_attack(r.attack, r.wraps, r.label_mode)),
+            rows.append([TableEntry.label(defense_label(r.defense)),
+                         TableEntry.label(_attack(r.attack, r.wraps, r.label_mode)),
                          _stop(r.flag_queries, flags, r.n), _stop(r.stop_queries, r.stopped, r.n),
                          _number(r.kept, 1), _number(r.unstopped, 1), _number(r.reference_clone, 1),
-                         Cell(f"{r.accounts_needed:g} ({r.own_accounts:g})",
-                              f"{r.accounts_needed:g} ({r.own_accounts:g})",
-                              float(r.accounts_needed)),
+                         TableEntry(f"{r.accounts_needed:g} ({r.own_accounts:g})",
+                                    f"{r.accounts_needed:g} ({r.own_accounts:g})",
+                                    float(r.accounts_needed)),
                          _number(r.benign_fpr, 0, "%"), _number(r.monitor_ms, 3)])
         claims = "; ".join(f"{defense_label(d)}: {paper_claim(d)}" for d in in_order(group["defense"])
                            if paper_claim(d))

@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from msbench.report.cell import Table
 from msbench.report.labels import dataset_label, in_order
 from msbench.report.runs import RunTables
+from msbench.report.table_entry import Table
 from msbench.version import __version__
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -14,7 +14,7 @@ import textwrap
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
-    from msbench.report.cell import Table
+    from msbench.report.table_entry import Table
 
 _SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
              "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"$<$",

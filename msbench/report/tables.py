@@ -1,15 +1,12 @@
 """The report's tables, built once from the run tables and rendered twice (LaTeX and HTML): the
 worst-case verdict, benign accuracy (paper Table 1), clone accuracy per attack (Tables 2/3),
 inference time (Table 4, ``timing_table``), training cost (Table B.1, ``training_cost``) and
-further defenses (Table 5 style). Cells and formats: ``cell``."""
+further defenses (Table 5 style). Entries and formats: ``table_entry``."""
 from __future__ import annotations
 
 import pandas as pd
 
 from msbench.report import verdict
-from msbench.report.cell import (COLLAPSED_MARK, UNINFORMATIVE_MARK, Cell, Table, accuracy_cell, attack_cell, bold_best,
-                                 finite, fmt_budget, fmt_clone, mark_collapsed, mark_uninformative, points, slug,
-                                 with_n)
 from msbench.report.context import Context, label_only_note, lookup, seed_counts, seeds_note
 from msbench.report.detection import accounts, detection_tables
 from msbench.report.informative import is_uninformative, uninformative_settings
@@ -18,6 +15,9 @@ from msbench.report.labels import (attack_label, dataset_label, defense_label, i
                                    is_paper_defense, is_reference, mode_label, order_attacks, order_defenses)
 from msbench.report.runs import RunTables
 from msbench.report.stats import benign_summary, seed_values, summarise
+from msbench.report.table_entry import (COLLAPSED_MARK, UNINFORMATIVE_MARK, Table, TableEntry, accuracy_entry,
+                                        attack_entry, bold_best, finite, fmt_budget, fmt_clone, mark_collapsed,
+                                        mark_uninformative, points, slug, with_n)
 from msbench.report.timing_table import timing_tables
 from msbench.report.training_cost import training_cost_tables
 
@@ -34,12 +34,12 @@ def benign_tables(tables: RunTables, ctx: Context) -> list[Table]:
         datasets = in_order(frame["dataset"])
         rows = []
         for defense in order_defenses(frame["defense"]):
-            row = [Cell.label(defense_label(defense))]
+            row = [TableEntry.label(defense_label(defense))]
             for dataset in datasets:
                 hit = lookup(summary, dataset=dataset, arch=arch, defense=defense)
-                cell = Cell.empty() if hit is None else accuracy_cell(hit["benign_mean"], hit["benign_ci"], hit["n"],
-                                                                      hit["n_pending"])
-                row.append(ctx.mark(cell, dataset, arch, defense))
+                entry = TableEntry.empty() if hit is None else accuracy_entry(hit["benign_mean"], hit["benign_ci"],
+                                                                              hit["n"], hit["n_pending"])
+                row.append(ctx.mark(entry, dataset, arch, defense))
             rows.append(row)
         out.append(Table(slug("benign", arch), f"Benign accuracy ({arch})",
                          f"Benign accuracy (%) of each defense on the victim's test set "
@@ -60,34 +60,34 @@ class CloneColumns:
         self.present = set(tables.results["defense"])
 
     def rows(self, ctx: Context, defenses: list[str], columns: list[tuple[str, str]], fixed: dict,
-             outer_key: str) -> tuple[list[list[Cell]], set[int]]:
-        """One row per defense, one cell per (outer, label mode) column; bold decided over seeds; returns the
+             outer_key: str) -> tuple[list[list[TableEntry]], set[int]]:
+        """One row per defense, one entry per (outer, label mode) column; bold decided over seeds; returns the
         rows and the (1-based) columns where some defense faces an uninformative attack setting (its own
-        run's Vanilla steals little): those cells are greyed and never bold."""
+        run's Vanilla steals little): those entries are greyed and never bold."""
         rows, skip = [], set()
         counts = set()
         for defense in defenses:
-            row = [Cell.label(defense_label(defense))]
+            row = [TableEntry.label(defense_label(defense))]
             for j, (outer, mode) in enumerate(columns, start=1):
                 keys = {"defense": defense, "label_mode": mode, outer_key: outer, **fixed}
                 hit = lookup(self.summary, **keys)
                 samples = self.values.get(tuple(keys[k] for k in ("dataset", "arch", "defense", "attack",
                                                                   "label_mode")))
-                cell = ctx.mark(attack_cell(hit, samples), keys["dataset"], keys["arch"], defense)
+                entry = ctx.mark(attack_entry(hit, samples), keys["dataset"], keys["arch"], defense)
                 if is_uninformative(self.flags, keys["dataset"], keys["arch"], keys["attack"], mode, defense,
                                     self.present):
                     skip.add(j)
-                    mark_uninformative(cell)
-                    cell.eligible = False
+                    mark_uninformative(entry)
+                    entry.eligible = False
                 if samples:
                     counts.add(len(samples))
-                row.append(cell)
+                row.append(entry)
             rows.append(row)
-        if len(counts) > 1:  # n differs between rows: every cell says its own
+        if len(counts) > 1:  # n differs between rows: every entry says its own
             for row in rows:
-                for cell in row[1:]:
-                    if cell.samples:
-                        with_n(cell, len(cell.samples))
+                for entry in row[1:]:
+                    if entry.samples:
+                        with_n(entry, len(entry.samples))
         bold_best(rows)
         return rows, skip
 
@@ -185,24 +185,24 @@ def other_defense_tables(tables: RunTables, ctx: Context, clone: CloneColumns) -
     return out
 
 
-def _versus(r) -> Cell:
+def _versus(r) -> TableEntry:
     """``-8.12 [-12.01, -4.23]``: the worst case minus Vanilla's, with its 95% interval (none with one seed)."""
     if not finite(r.vs_reference):
-        return Cell.empty()
+        return TableEntry.empty()
     text = f"{r.vs_reference:+.2f}"
     if finite(r.vs_reference_low):
         text += f" [{r.vs_reference_low:+.2f}, {r.vs_reference_high:+.2f}]"
-    return Cell(text.replace("-", "−"), text.replace("-", "$-$"), float(r.vs_reference))
+    return TableEntry(text.replace("-", "−"), text.replace("-", "$-$"), float(r.vs_reference))
 
 
-def _worst_clone(r) -> Cell:
+def _worst_clone(r) -> TableEntry:
     if r.settings_finished == 0:
-        return Cell.pending() if not r.complete and r.settings_total else Cell.failed()
+        return TableEntry.pending() if not r.complete and r.settings_total else TableEntry.failed()
     text, latex = fmt_clone(r.clone_mean, r.clone_ci, r.rel_mean)
     if not r.complete:  # pending or failed settings might still beat it
         text, latex = f"≥{text}", f"$\\geq${latex}"
-    return Cell(text, latex, round(float(r.clone_mean), 2), bold=bool(r.best),
-                eligible=r.standing == verdict.RANKED and r.complete)
+    return TableEntry(text, latex, round(float(r.clone_mean), 2), bold=bool(r.best),
+                      eligible=r.standing == verdict.RANKED and r.complete)
 
 
 def _worst_caption(group: pd.DataFrame, scope: pd.DataFrame, where: str, ctx: Context, attacks: list[str]) -> str:
@@ -237,22 +237,22 @@ def worst_case_tables(tables: RunTables, ctx: Context) -> list[Table]:
         for r in group.itertuples():
             rank = (("~" if r.indicative else "") + ("=" if r.tied else "") + str(r.rank) if not pd.isna(r.rank)
                     else {"reference": "ref.", "collapsed": COLLAPSED_MARK}.get(r.standing, ""))
-            benign = accuracy_cell(r.benign_mean, r.benign_ci, 1 if finite(r.benign_mean) else 0,
-                                   0 if finite(r.benign_mean) else 1)
+            benign = accuracy_entry(r.benign_mean, r.benign_ci, 1 if finite(r.benign_mean) else 0,
+                                    0 if finite(r.benign_mean) else 1)
             if r.standing == verdict.COLLAPSED:
                 mark_collapsed(benign)
-            attack = Cell.empty() if r.settings_finished == 0 else Cell.label(
+            attack = TableEntry.empty() if r.settings_finished == 0 else TableEntry.label(
                 f"{attack_label(r.attack)} {mode_label(r.label_mode)}"
                 + (f" {UNINFORMATIVE_MARK}" if r.uninformative else "")
                 + (f", {accounts(r.accounts_needed)}" if finite(r.accounts_needed)  # a detection defense's cost
                    else ""))
-            n = Cell(str(r.n), str(r.n), float(r.n)) if r.n else Cell.empty()
-            settings = Cell(f"{r.settings_finished}/{r.settings_total}", f"{r.settings_finished}/{r.settings_total}",
-                            float(r.settings_finished))
-            rank_cell = Cell(rank, escape(rank).replace(r"\textasciitilde{}", r"$\sim$"),
-                             float(r.rank) if not pd.isna(r.rank) else None)
-            rows.append([Cell.label(defense_label(r.defense)), rank_cell, benign, _worst_clone(r), n, _versus(r),
-                         attack, settings])
+            n = TableEntry(str(r.n), str(r.n), float(r.n)) if r.n else TableEntry.empty()
+            settings = TableEntry(f"{r.settings_finished}/{r.settings_total}",
+                                  f"{r.settings_finished}/{r.settings_total}", float(r.settings_finished))
+            rank_entry = TableEntry(rank, escape(rank).replace(r"\textasciitilde{}", r"$\sim$"),
+                                    float(r.rank) if not pd.isna(r.rank) else None)
+            rows.append([TableEntry.label(defense_label(r.defense)), rank_entry, benign, _worst_clone(r), n,
+                         _versus(r), attack, settings])
         scope = tables.results[(tables.results["dataset"] == dataset) & (tables.results["arch"] == arch)]
         where = f"{dataset_label(dataset)} ({arch}{budget})"
         out.append(Table(slug("worst", dataset, arch, *(key[2:] if split else [])), f"Worst case on {where}",

@@ -4,9 +4,9 @@ Its own module beside ``tables.py`` (as ``training_cost.py`` holds Table B.1), s
 job and within the line limit; ``tables.all_tables`` puts it in its section."""
 from __future__ import annotations
 
-from msbench.report.cell import Cell, Table, cost_model_latex, finite, fmt_seconds, slug
 from msbench.report.labels import dataset_label, defense_label, in_order, order_defenses
 from msbench.report.runs import RunTables
+from msbench.report.table_entry import Table, TableEntry, cost_model_latex, finite, fmt_seconds, slug
 
 
 def timing_tables(tables: RunTables) -> list[Table]:
@@ -22,21 +22,22 @@ def timing_tables(tables: RunTables) -> list[Table]:
         with_impl = int("implementation" in frame.columns and bool(frame["implementation"].notna().any()))
         rows = []
         for defense in order_defenses(frame["defense"]):
-            row = [Cell.label(defense_label(defense))]
+            row = [TableEntry.label(defense_label(defense))]
             if with_impl:  # official vs fast forms have different cost models
-                row.append(Cell.label(", ".join(
+                row.append(TableEntry.label(", ".join(
                     str(v) for v in in_order(frame.loc[frame["defense"] == defense, "implementation"].dropna()))))
             for size in sizes:
                 hit = frame[(frame["defense"] == defense) & (frame["batch_size"] == size)]
                 if hit.empty or not finite(hit["total_seconds"].mean()):
-                    row += [Cell.empty(), Cell.failed() if not hit.empty else Cell.empty(), Cell.empty()]
+                    row += [TableEntry.empty(), TableEntry.failed() if not hit.empty else TableEntry.empty(),
+                            TableEntry.empty()]
                     continue
                 model = str(hit["cost_model"].dropna().iloc[0]) if hit["cost_model"].notna().any() else ""
                 seconds, slowdown = float(hit["total_seconds"].mean()), hit["slowdown"].mean()
-                row.append(Cell(model, cost_model_latex(model) if model else "", model))
-                row.append(Cell(fmt_seconds(seconds), fmt_seconds(seconds), seconds))
-                row.append(Cell(f"{slowdown:.2f}×", f"{slowdown:.2f}$\\times$",
-                                float(slowdown)) if finite(slowdown) else Cell.empty())
+                row.append(TableEntry(model, cost_model_latex(model) if model else "", model))
+                row.append(TableEntry(fmt_seconds(seconds), fmt_seconds(seconds), seconds))
+                row.append(TableEntry(f"{slowdown:.2f}×", f"{slowdown:.2f}$\\times$",
+                                      float(slowdown)) if finite(slowdown) else TableEntry.empty())
             rows.append(row)
         repeats = ", ".join(str(int(r)) for r in in_order(frame["repeats"].dropna()))
         devices = ", ".join(str(d) for d in in_order(frame["device"].dropna()))

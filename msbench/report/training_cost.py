@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from msbench.report.cell import Cell, Table, fmt_seconds, slug
 from msbench.report.labels import dataset_label, defense_label, in_order, order_defenses, reference_of
 from msbench.report.runs import RunTables
 from msbench.report.stats import finite
+from msbench.report.table_entry import Table, TableEntry, fmt_seconds, slug
 
 NOT_RECORDED = "not recorded"
 NO_REFERENCE = "no reference on this device"
@@ -34,24 +34,24 @@ def victim_costs(results: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(_VICTIM + ["victim_device"])[_VICTIM + ["victim_seconds", "victim_device"]]
 
 
-def cost_cell(costs: pd.DataFrame, defense: str, reference: str, dataset: str, arch: str, device: str) -> Cell:
+def cost_cell(costs: pd.DataFrame, defense: str, reference: str, dataset: str, arch: str, device: str) -> TableEntry:
     """``12.15× (845.2 s)``: the defense's mean training time over its reference's on one device."""
     mine = costs[(costs["defense"] == defense) & (costs["dataset"] == dataset) & (costs["arch"] == arch)
                  & (costs["victim_device"] == device)]
     if mine.empty:
-        return Cell.empty()
+        return TableEntry.empty()
     if device == "":
-        return Cell(NOT_RECORDED, f"\\textit{{{NOT_RECORDED}}}", None, kind="pending")
+        return TableEntry(NOT_RECORDED, f"\\textit{{{NOT_RECORDED}}}", None, kind="pending")
     base = costs[(costs["defense"] == reference) & (costs["dataset"] == dataset) & (costs["arch"] == arch)
                  & (costs["victim_device"] == device)]
     seconds = float(mine["victim_seconds"].mean())
     if base.empty or not float(base["victim_seconds"].mean()) > 0:
-        return Cell(f"{NO_REFERENCE} ({fmt_seconds(seconds)} s)",
-                    f"\\textit{{{NO_REFERENCE}}} ({fmt_seconds(seconds)} s)", None)
+        return TableEntry(f"{NO_REFERENCE} ({fmt_seconds(seconds)} s)",
+                          f"\\textit{{{NO_REFERENCE}}} ({fmt_seconds(seconds)} s)", None)
     ratio = seconds / float(base["victim_seconds"].mean())
     seeds = f", {len(mine)} seeds" if len(mine) > 1 else ""
-    return Cell(f"{ratio:.2f}× ({fmt_seconds(seconds)} s{seeds})",
-                f"{ratio:.2f}$\\times$ ({fmt_seconds(seconds)} s{seeds})", ratio)
+    return TableEntry(f"{ratio:.2f}× ({fmt_seconds(seconds)} s{seeds})",
+                      f"{ratio:.2f}$\\times$ ({fmt_seconds(seconds)} s{seeds})", ratio)
 
 
 def training_cost_tables(tables: RunTables) -> list[Table]:
@@ -72,7 +72,7 @@ def training_cost_tables(tables: RunTables) -> list[Table]:
         rows = []
         for defense in order_defenses(frame["defense"]):
             reference = reference_of(defense)
-            rows.append([Cell.label(defense_label(defense))]
+            rows.append([TableEntry.label(defense_label(defense))]
                         + [cost_cell(frame, defense, reference, dataset, arch, device) for dataset, device in columns])
         leaves = [device or f"device {NOT_RECORDED}" for _, device in columns]
         out.append(Table(slug("training-cost", arch), f"Training cost ({arch})",

@@ -9,12 +9,12 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from msbench.report.cell import COLLAPSED_MARK, UNINFORMATIVE_MARK
 from msbench.report.figures.style import (COLUMN_WIDTH, FADED, TEXT_WIDTH, collapsed_note, defense_handles,
                                           figure_width,
                                           finished, legend, legend_columns, mean_ci, paper_style, uninformative_note)
 from msbench.report.labels import attack_label, dataset_label, defense_label, in_order, order_attacks, order_defenses
 from msbench.report.stats import summarise
+from msbench.report.table_entry import COLLAPSED_MARK, UNINFORMATIVE_MARK
 
 
 def clone_accuracy(results: pd.DataFrame, palette: dict[str, str], collapsed: set = frozenset(),

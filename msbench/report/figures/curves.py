@@ -12,11 +12,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from msbench.report.cell import UNINFORMATIVE_MARK
 from msbench.report.figures.style import (FADED, collapsed_note, defense_handles, figure_width, legend, legend_columns,
                                           mean_ci,
                                           paper_style, uninformative_note)
 from msbench.report.labels import attack_label, dataset_label, in_order, order_attacks, order_defenses
+from msbench.report.table_entry import UNINFORMATIVE_MARK
 
 
 def _log_ticks(ax, low: float, high: float, most: int = 3) -> None:

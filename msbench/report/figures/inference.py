@@ -8,9 +8,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from msbench.report.cell import fmt_seconds
 from msbench.report.figures.style import defense_palette, figure_width, paper_style, save
 from msbench.report.labels import dataset_label, defense_label, in_order, order_defenses
+from msbench.report.table_entry import fmt_seconds
 
 
 def inference_time(timing: pd.DataFrame, palette: dict[str, str] | None = None) -> Figure | None:

@@ -20,9 +20,9 @@ from matplotlib.patches import Patch
 from msbench.defenses import OutputDefense
 from msbench.io import write_atomic
 from msbench.registry import DEFENSES
-from msbench.report.cell import COLLAPSED_MARK, UNINFORMATIVE_MARK
 from msbench.report.labels import defense_label, order_defenses, plugin_class, split_variant
 from msbench.report.stats import ci95
+from msbench.report.table_entry import COLLAPSED_MARK, UNINFORMATIVE_MARK
 
 COLUMN_WIDTH = 3.3  # inches: one column of a two-column paper
 TEXT_WIDTH = 6.9  # inches: both columns

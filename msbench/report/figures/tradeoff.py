@@ -12,11 +12,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from msbench.report.cell import COLLAPSED_MARK
 from msbench.report.figures.style import (COLUMN_WIDTH, FADED, defense_handles, figure_width, legend, legend_columns,
                                           paper_style, uninformative_note)
 from msbench.report.labels import attack_label, dataset_label, in_order, order_attacks, order_defenses
 from msbench.report.stats import summarise
+from msbench.report.table_entry import COLLAPSED_MARK
 
 MARKERS = ["o", "^", "D", "v", "P", "X", "*", "h"]
 """One shape per attack in the trade-off figure (never the square, which the legend keeps for nothing)."""

@@ -1,13 +1,13 @@
-"""A report table's cells, and the number formats they show.
+"""What one entry of a report table shows (a ``TableEntry``), the ``Table`` of them, and their formats.
 
-Each cell carries its plain text, its LaTeX and a sort key, so the LaTeX and HTML renderings show
+Each entry carries its plain text, its LaTeX and a sort key, so the LaTeX and HTML renderings show
 the same numbers. Formats follow the InI paper: accuracies in percent with two decimals, relative
 performance as ``79.55 (0.84x)``; with several seeds, ``mean±h`` where h is the half-width of the
-95% confidence interval of the mean (Student t over the seeds that finished). A cell whose every
+95% confidence interval of the mean (Student t over the seeds that finished). An entry whose every
 seed failed shows ``--``; one still planned shows ``pending``; a combination no run covered stays
 empty. ``†`` marks a victim whose benign accuracy is more than the tolerance below Vanilla's: it is
 never bold, since a defense that breaks its own model has not defended it. Bold is decided by
-``significance.best`` over the cells' per-seed values (``samples``), never by the shown means alone.
+``significance.best`` over the entries' per-seed values (``samples``), never by the shown means alone.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ UNINFORMATIVE_MARK = "°"
 
 
 @dataclass
-class Cell:
+class TableEntry:
     text: str
     latex: str
     sort: float | str | None = None
@@ -37,19 +37,19 @@ class Cell:
     samples: dict[int, float] | None = None  # the per-seed values behind the shown mean: what bold compares
 
     @classmethod
-    def label(cls, text: str) -> "Cell":
+    def label(cls, text: str) -> "TableEntry":
         return cls(text, escape(text), text)
 
     @classmethod
-    def empty(cls) -> "Cell":
+    def empty(cls) -> "TableEntry":
         return cls("", "", None)
 
     @classmethod
-    def failed(cls) -> "Cell":
+    def failed(cls) -> "TableEntry":
         return cls(FAILED, FAILED, None, kind="failed")
 
     @classmethod
-    def pending(cls) -> "Cell":
+    def pending(cls) -> "TableEntry":
         return cls(PENDING, rf"\textit{{{PENDING}}}", None, kind="pending")
 
 
@@ -59,7 +59,7 @@ class Table:
     title: str
     caption: str
     columns: list[str]  # leaf headers; the first names the row labels
-    rows: list[list[Cell]]
+    rows: list[list[TableEntry]]
     groups: list[tuple[str, int]] = field(default_factory=list)  # spanning headers over the data columns
     wide: bool = False
     short: str = ""  # the one-line caption a paper prints (LaTeX); "" = the title. ``caption`` is the full legend
@@ -82,53 +82,53 @@ def fmt_clone(mean: float, ci: float | None, rel: float | None) -> tuple[str, st
     return text, latex
 
 
-def with_progress(cell: Cell, n_ok: int, n_failed: int, n_pending: int) -> Cell:
-    """``93.25 (1/3 seeds)`` when some seeds of the cell are still pending or failed."""
+def with_progress(entry: TableEntry, n_ok: int, n_failed: int, n_pending: int) -> TableEntry:
+    """``93.25 (1/3 seeds)`` when some seeds of the entry are still pending or failed."""
     if n_pending or n_failed:
         note = f" ({n_ok}/{n_ok + n_failed + n_pending} seeds)"
-        cell.text += note
-        cell.latex += escape(note)
-    return cell
+        entry.text += note
+        entry.latex += escape(note)
+    return entry
 
 
-def mark_collapsed(cell: Cell) -> Cell:
-    cell.text += COLLAPSED_MARK
-    cell.latex += r"$^\dagger$"
-    cell.eligible = False
-    return cell
+def mark_collapsed(entry: TableEntry) -> TableEntry:
+    entry.text += COLLAPSED_MARK
+    entry.latex += r"$^\dagger$"
+    entry.eligible = False
+    return entry
 
 
-def accuracy_cell(mean: float, ci: float | None, n: int, n_pending: int = 0) -> Cell:
+def accuracy_entry(mean: float, ci: float | None, n: int, n_pending: int = 0) -> TableEntry:
     if n == 0 or not finite(mean):
-        return Cell.pending() if n_pending else Cell.failed()
+        return TableEntry.pending() if n_pending else TableEntry.failed()
     text, latex = fmt_value(mean, ci)
-    return with_progress(Cell(text, latex, round(float(mean), 2)), n, 0, n_pending)
+    return with_progress(TableEntry(text, latex, round(float(mean), 2)), n, 0, n_pending)
 
 
-def with_n(cell: Cell, n: int) -> Cell:
-    """``85.57±4.07 (0.87×) n=3``: a cell's seed count, for tables whose rows have different counts."""
-    if cell.sort is not None:
-        cell.text += f" n={n}"
-        cell.latex += f" $_{{n={n}}}$"
-    return cell
+def with_n(entry: TableEntry, n: int) -> TableEntry:
+    """``85.57±4.07 (0.87×) n=3``: an entry's seed count, for tables whose rows have different counts."""
+    if entry.sort is not None:
+        entry.text += f" n={n}"
+        entry.latex += f" $_{{n={n}}}$"
+    return entry
 
 
-def attack_cell(row: pd.Series | None, samples: dict[int, float] | None = None) -> Cell:
+def attack_entry(row: pd.Series | None, samples: dict[int, float] | None = None) -> TableEntry:
     """``79.55 (0.84x)``: clone accuracy (mean±CI over seeds) and mean relative performance; ``samples``
     are its per-seed values, which decide bold."""
     if row is None:
-        return Cell.empty()
+        return TableEntry.empty()
     if row["n_ok"] == 0 or not finite(row["clone_mean"]):
-        return Cell.pending() if row["n_pending"] else Cell.failed()
+        return TableEntry.pending() if row["n_pending"] else TableEntry.failed()
     text, latex = fmt_clone(row["clone_mean"], row["clone_ci"], row["rel_mean"])
-    cell = Cell(text, latex, round(float(row["clone_mean"]), 2), samples=samples)
-    return with_progress(cell, int(row["n_ok"]), int(row["n_failed"]), int(row["n_pending"]))
+    entry = TableEntry(text, latex, round(float(row["clone_mean"]), 2), samples=samples)
+    return with_progress(entry, int(row["n_ok"]), int(row["n_failed"]), int(row["n_pending"]))
 
 
-def bold_best(rows: list[list[Cell]]) -> None:
-    """Bold, per column, the eligible cells (a defense that kept its benign accuracy, against an
+def bold_best(rows: list[list[TableEntry]]) -> None:
+    """Bold, per column, the eligible entries (a defense that kept its benign accuracy, against an
     informative attack: not Vanilla, not collapsed) that ``significance.best`` finds best over their
-    per-seed values: lower is a better defense, and cells that cannot be separated share the bold or
+    per-seed values: lower is a better defense, and entries that cannot be separated share the bold or
     none has it."""
     if not rows:
         return
@@ -138,11 +138,11 @@ def bold_best(rows: list[list[Cell]]) -> None:
             shown[int(i)].bold = True
 
 
-def mark_uninformative(cell: Cell) -> Cell:
-    """Grey in HTML (the cell stays readable: it is a measurement, just not one that judges defenses)."""
-    if cell.sort is not None and not cell.kind:
-        cell.kind = "uninformative"
-    return cell
+def mark_uninformative(entry: TableEntry) -> TableEntry:
+    """Grey in HTML (the entry stays readable: it is a measurement, just not one that judges defenses)."""
+    if entry.sort is not None and not entry.kind:
+        entry.kind = "uninformative"
+    return entry
 
 
 def slug(*parts: str) -> str:
