@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from msbench.config import SuiteError
 
 if TYPE_CHECKING:
-    from msbench.runner.suite import Suite
+    from msbench.runner.suite_schema import Suite
 
 UNINFORMATIVE_BELOW = 0.5
 """Default share of Vanilla's benign accuracy that an attack's clone of Vanilla must reach for the attack

@@ -11,22 +11,9 @@ from __future__ import annotations
 
 import re
 import textwrap
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-if TYPE_CHECKING:
-    from msbench.report.table_entry import Table
-
-_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"$<$",
-             ">": r"$>$", "±": r"$\pm$", "×": r"$\times$", "\n": " ", "†": r"$^\dagger$", "≥": r"$\geq$",
-             "–": "--", "·": r"$\cdot$"}
-_SPECIAL_RE = re.compile("|".join(re.escape(c) for c in _SPECIALS))
-
-
-def escape(text: str) -> str:
-    """Text safe in LaTeX's paragraph mode (``±`` and ``×`` become math symbols)."""
-    return _SPECIAL_RE.sub(lambda m: _SPECIALS[m.group(0)], str(text))
-
+from msbench.report.table_entry import Table, escape
 
 COLUMN_PT = 240.0
 """The width of one column of a two-column paper (``article``'s 10 pt twocolumn: 241 pt; ACM's 241 pt)."""
@@ -40,7 +27,7 @@ def _shown_length(latex: str) -> int:
     return len(re.sub(r"[{}$^_]", "", text))
 
 
-def natural_width(table: "Table") -> float:
+def natural_width(table: Table) -> float:
     """The tabular's width in points, estimated from its longest cell per column (spanning headers included)."""
     columns = [[table.columns[j]] + [row[j].latex for row in table.rows if j < len(row)]
                for j in range(len(table.columns))]
@@ -69,7 +56,7 @@ LEGEND = ("Clone and benign accuracy in \\%; relative performance (clone / benig
 """The notation every table uses, printed once (``\\msbenchLegend``) rather than under each table."""
 
 
-def paper_view(table: "Table") -> "Table":
+def paper_view(table: Table) -> Table:
     """``table`` as a paper prints it: without its bookkeeping columns, under its one-line caption."""
     from dataclasses import replace
 
@@ -78,7 +65,7 @@ def paper_view(table: "Table") -> "Table":
                    caption=table.short or table.title, bookkeeping=())
 
 
-def render_table(table: "Table") -> str:
+def render_table(table: Table) -> str:
     legend = table.caption  # the full legend: a comment above the table, for the author
     table = paper_view(table)
     env = "table*" if table.wide or natural_width(table) > COLUMN_PT else "table"
@@ -105,7 +92,7 @@ def render_table(table: "Table") -> str:
     return "\n".join(lines)
 
 
-def render_tables(tables: list["Table"], header: str) -> str:
+def render_tables(tables: list[Table], header: str) -> str:
     """The body of ``tables.tex``: a comment header, then every table."""
     comment = "\n".join(f"% {line}" for line in header.splitlines())
     body = "\n\n".join(render_table(t) for t in tables)
@@ -113,7 +100,7 @@ def render_tables(tables: list["Table"], header: str) -> str:
             f"under the first table: \\msbenchLegend\n\\providecommand{{\\msbenchLegend}}{{{LEGEND}}}\n\n{body}\n")
 
 
-def render_standalone(tables: list["Table"], header: str, title: str, verdict: list[str] = ()) -> str:
+def render_standalone(tables: list[Table], header: str, title: str, verdict: list[str] = ()) -> str:
     """A complete document around the tables, for ``pdflatex tables_standalone.tex``; it opens with the
     verdict sentences (``headline.verdict_sentences``)."""
     preamble = "\n".join([

@@ -8,6 +8,7 @@ seed failed shows ``--``; one still planned shows ``pending``; a combination no 
 empty. ``†`` marks a victim whose benign accuracy is more than the tolerance below Vanilla's: it is
 never bold, since a defense that breaks its own model has not defended it. Bold is decided by
 ``significance.best`` over the entries' per-seed values (``samples``), never by the shown means alone.
+``escape`` (text safe in LaTeX) lives here, below ``latex``, which renders these tables.
 """
 from __future__ import annotations
 
@@ -17,9 +18,20 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from msbench.report import significance
-from msbench.report.latex import escape
 from msbench.report.runs import PENDING
 from msbench.report.stats import finite
+
+_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"$<$",
+             ">": r"$>$", "±": r"$\pm$", "×": r"$\times$", "\n": " ", "†": r"$^\dagger$", "≥": r"$\geq$",
+             "–": "--", "·": r"$\cdot$"}
+_SPECIAL_RE = re.compile("|".join(re.escape(c) for c in _SPECIALS))
+
+
+def escape(text: str) -> str:
+    """Text safe in LaTeX's paragraph mode (``±`` and ``×`` become math symbols)."""
+    return _SPECIAL_RE.sub(lambda m: _SPECIALS[m.group(0)], str(text))
+
 
 FAILED = "--"
 COLLAPSED_MARK = "†"

@@ -10,13 +10,12 @@ from msbench.report import verdict
 from msbench.report.context import Context, label_only_note, lookup, seed_counts, seeds_note
 from msbench.report.detection import accounts, detection_tables
 from msbench.report.informative import is_uninformative, uninformative_settings
-from msbench.report.latex import escape
 from msbench.report.labels import (attack_label, dataset_label, defense_label, in_order, is_ablation_reference,
                                    is_paper_defense, is_reference, mode_label, order_attacks, order_defenses)
 from msbench.report.runs import RunTables
 from msbench.report.stats import benign_summary, seed_values, summarise
 from msbench.report.table_entry import (COLLAPSED_MARK, UNINFORMATIVE_MARK, Table, TableEntry, accuracy_entry,
-                                        attack_entry, bold_best, finite, fmt_budget, fmt_clone, mark_collapsed,
+                                        attack_entry, bold_best, escape, finite, fmt_budget, fmt_clone, mark_collapsed,
                                         mark_uninformative, points, slug, with_n)
 from msbench.report.timing_table import timing_tables
 from msbench.report.training_cost import training_cost_tables

@@ -18,7 +18,7 @@ from msbench.defenses import OutputDefense
 from msbench.registry import DEFENSES
 
 if TYPE_CHECKING:
-    from msbench.runner.suite import Suite
+    from msbench.runner.suite_schema import Suite
 
 
 @dataclass

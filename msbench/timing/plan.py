@@ -22,8 +22,8 @@ from msbench.runner.suite_schema import DatasetOptions, PluginSettings
 from msbench.timing.schema import TimingOptions, override_config
 
 if TYPE_CHECKING:
+    from msbench.runner.suite_schema import Suite
     from msbench.runner.workspace import Workspace
-    from msbench.runner.suite import Suite
 
 TIMING_VICTIMS = "timing_victims"  # sub-folder of the run directory for short-recipe victims
 

@@ -15,7 +15,7 @@ from msbench.registry import ARCHITECTURES, DEFENSES
 from msbench.runner.suite_checks import plugin_name
 
 if TYPE_CHECKING:
-    from msbench.runner.suite import Suite
+    from msbench.runner.suite_schema import Suite
 
 InputKind = Literal["random", "id", "ood"]  # random images, the test split's, the ood role's
 VictimSource = Literal["auto", "suite", "short"]  # which victims are timed (see ``victims`` below)
