@@ -21,7 +21,7 @@ COMPARED = ["dataset", "arch", "defense", "attack", "label_mode", "seed", "queri
 
 def test_victim_levels_list_each_victim_once_with_bases_first(tmp_path):
     suite = load_suite(tiny_suite(tmp_path, matrix={"defenses": ["vanilla", "mad", "ini", "ini+mad", "am"]}))
-    levels = victim_levels(Job(suite, tmp_path, tmp_path), expand(suite))  # 10 cells
+    levels = victim_levels(Job(suite, tmp_path, tmp_path, suite.run.device), expand(suite))  # 10 cells
     chains = [sorted("+".join(chain) for _, _, chain, _ in level.values()) for level in levels]
     assert chains == [["ini", "oe", "vanilla"], ["ini+mad", "oe+am", "vanilla+mad"]]
 

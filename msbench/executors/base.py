@@ -39,7 +39,7 @@ class Job:
     suite: Suite
     data_root: Path
     run_dir: Path
-    device: str | None = None  # None: the suite's run.device ("auto": a GPU where the worker has one)
+    device: str  # as asked (``requested_device``); each worker resolves it ("auto": a GPU where it has one)
     plugin_folder: Path | None = None  # the suite file's folder, absolute: where a worker finds the suite's own plugins
 
     def __reduce__(self) -> tuple:
@@ -107,7 +107,7 @@ def workspace(job: Job) -> Workspace:
         # a worker has not read the suite: its plugins, as the driver found them
         import_plugins(job.suite.plugins, job.plugin_folder)
         _WORKSPACES[key] = Workspace(job.suite, job.data_root, job.run_dir,
-                                     resolve_device(job.device or job.suite.run.device))
+                                     resolve_device(job.device))
         while len(_WORKSPACES) > WORKSPACE_LIMIT:
             _WORKSPACES.popitem(last=False)
     return _WORKSPACES[key]

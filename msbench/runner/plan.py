@@ -26,7 +26,7 @@ from msbench.logs import duration
 from msbench.registry import ATTACKS, DEFENSES
 from msbench.runner.results import record_problem
 from msbench.runner.suite_schema import Suite
-from msbench.runner.workspace import resolve_device
+from msbench.runner.workspace import requested_device, resolve_device
 
 IMAGE_SECONDS = {("smallcnn", "cpu"): 12.0 / 60000, ("resnet18", "cpu"): 540.0 / 60000, ("vgg16", "cpu"): 800.0 / 60000,
                  ("smallcnn", "cuda"): 12.0 / 60000 / 10, ("resnet18", "cuda"): 540.0 / 60000 / 100,
@@ -92,7 +92,7 @@ def plan_suite(suite: Suite, out: str | Path | None = None, device: str | None =
                force: bool = False) -> Plan:
     """The plan of ``msbench run`` on ``suite`` into ``out`` (default ``runs/<suite name>``) on ``device``."""
     run_dir = Path(out) if out else Path("runs") / suite.name
-    where = str(resolve_device(device or suite.run.device))
+    where = str(resolve_device(requested_device(device, suite)[0]))
     cells = [(cell, cell_key(suite, cell)) for cell in expand(suite)]
     by_id = {key: cell for cell, key in cells}
     # as the run will find them: invalid ones recompute

@@ -28,7 +28,7 @@ from msbench.report import render_report
 from msbench.runner.results import RecordStore, results_frame, write_tables
 from msbench.runner.suite import Suite, SuiteError, check_data, load_suite
 from msbench.timing.stage import time_suite
-from msbench.runner.workspace import check_device, resolve_device
+from msbench.runner.workspace import check_device, requested_device, resolve_device
 
 Echo = Callable[[str], Any]
 
@@ -38,7 +38,6 @@ class RunRequest:
     """What the caller asked of one run beyond the suite and where it runs: which cells to
     (re)compute and what to do after them. ``run_suite``'s keyword arguments, grouped."""
 
-    device: str | None = None  # None: the suite's run.device
     retry_failed: bool = False  # run again the cells recorded as failed
     force: bool = False  # recompute every cell and retrain every victim, done or not
     report: bool = True  # render the report at the end
@@ -127,13 +126,14 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
     root = Path(data_root) if data_root else default_data_root()
     check_data(suite, root)
     executor = make_executor(executor, jobs=jobs)
-    if executor.in_process:
-        check_device(device or suite.run.device, "--device" if device else f"{suite.path}: run.device")
-        problem = precision_problem(suite.run.precision, resolve_device(device or suite.run.device))
+    device, asked_by = requested_device(device, suite)
+    if executor.in_process:  # a worker elsewhere resolves the name on its machine
+        check_device(device, asked_by)
+        problem = precision_problem(suite.run.precision, resolve_device(device))
         if problem:
             raise SuiteError(str(suite.path), "run.precision", problem)
     run_dir = Path(out) if out else Path("runs") / suite.name
-    request = RunRequest(device, retry_failed, force, report, Path(report_dir) if report_dir else None, echo)
+    request = RunRequest(retry_failed, force, report, Path(report_dir) if report_dir else None, echo)
     try:
         plan = plan_suite(suite, out=run_dir, device=device, retry_failed=retry_failed, force=force)
     except Exception:  # an estimate must never stop a run
@@ -165,7 +165,7 @@ def _run_locked(job: Job, run_dir: Path, request: RunRequest, executor: Executor
             if (record := store.get(cell_id, cell.__dict__, suite.attacks[cell.attack].config.budget)) is not None}
     todo = [(cell, cell_id) for cell, cell_id in cells
             if request.force or cell_id not in done or (request.retry_failed and done[cell_id].get("status") != "ok")]
-    where = resolve_device(request.device or suite.run.device) if executor.in_process else f"the {executor.name} executor"
+    where = resolve_device(job.device) if executor.in_process else f"the {executor.name} executor"
     tell(start_line(suite.name, len(cells), {} if request.force else done, len(todo), where, run_dir))
     if request.force:
         forget_victims(job, [cell for cell, _ in todo])
@@ -176,7 +176,7 @@ def _run_locked(job: Job, run_dir: Path, request: RunRequest, executor: Executor
         write_tables(run_dir, records)
         if "timing" in suite.raw and suite.extra["timing"].with_run:  # inference cost (timing.csv), skipped when up to date
             try:
-                executor.call(time_suite, suite, job.data_root, job.run_dir, request.device, reuse=True,
+                executor.call(time_suite, suite, job.data_root, job.run_dir, job.device, reuse=True,
                               **({"echo": tell} if executor.in_process else {}))
             except Exception as failure:  # the attack results are already safe; `msbench time` can retry
                 tell(f"warning: timing stage failed ({type(failure).__name__}: {failure}); results are in {run_dir}", logging.WARNING)

@@ -28,6 +28,13 @@ from msbench.runner.victims import VictimCache
 SUBSET_SEED = 0  # data subsets and the validation split are the same for every seed of a suite
 
 
+def requested_device(device: str | None, suite: Suite) -> tuple[str, str]:
+    """The device a run, plan or timing asks for, and who asked (for a one-line error): ``--device`` when
+    given, else the suite's ``run.device``. The one place that default is applied; the name travels
+    to each worker, which resolves it on its own machine (``resolve_device``: ``auto`` finds its GPU)."""
+    return (device, "--device") if device else (suite.run.device, f"{suite.path}: run.device")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` as the GPU where this process has one, else the CPU; any other name as it is."""
     if name == "auto":

@@ -30,7 +30,7 @@ from msbench.timing.plan import (TIMING_VICTIMS, Plan, make_plan, plan_key, reci
                                  with_settings)
 from msbench.timing.summary import timing_summary
 from msbench.version import __version__
-from msbench.runner.workspace import Workspace, resolve_device
+from msbench.runner.workspace import Workspace, check_device, requested_device, resolve_device
 
 NO_TIMING = ("no [timing] section, so nothing is chosen to time: add one naming the defenses, archs, batch sizes "
              "and repeats to measure (docs/performance.md; suites/quick.toml has one)")
@@ -59,7 +59,9 @@ def time_suite(suite: "str | Path | Suite", data_root: str | Path | None = None,
     options = plan.options
     root = Path(data_root) if data_root else default_data_root()
     run_dir = Path(out) if out else Path("runs") / suite.name
-    dev = resolve_device(device or suite.run.device)
+    device, asked_by = requested_device(device, suite)
+    check_device(device, asked_by)
+    dev = resolve_device(device)
     full = with_settings(suite, plan)
     check_data(dataclasses.replace(full, matrix=dataclasses.replace(full.matrix, attacks=[])), root)
     if "ood" in options.inputs:
