@@ -23,5 +23,6 @@ from msbench.timing.stage import time_suite
 from msbench.report import load_results, render_report
 
 
-__all__ = ["run_suite", "plan_suite", "time_suite", "render_report", "load_results", "load_suite", "SuiteError", "register_defense", "register_attack",
-           "register_dataset", "register_architecture", "DEFENSES", "ATTACKS", "DATASETS", "ARCHITECTURES"]
+__all__ = ["run_suite", "plan_suite", "time_suite", "render_report", "load_results", "load_suite", "SuiteError",
+           "register_defense", "register_attack", "register_dataset", "register_architecture", "DEFENSES", "ATTACKS",
+           "DATASETS", "ARCHITECTURES"]

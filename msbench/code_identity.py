@@ -80,8 +80,8 @@ def _parsed(name: str, path: Path, version: tuple[int, int] | int) -> tuple[froz
     imports = frozenset(imported_modules(name, tree, path.name == "__init__.py"))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
+        if (isinstance(body, list) and body and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
             body[0] = ast.Pass()
     return imports, ast.dump(tree).encode()
 
@@ -111,11 +111,12 @@ def closure(roots: Iterable[str], find: Locate = locate) -> dict[str, Path]:
     stack = list(roots)
     while stack:
         name = stack.pop()
-        if name in seen or name == "msbench":  # the package's facade re-exports the API: a name is followed to its module
+        # the package's facade re-exports the API: a name is followed to its module
+        if name in seen or name == "msbench":
             continue
         try:
             path = find(name)
-        except ImportError:  # not importable now: a plugin's own helper, found in its folder (the suite's, off sys.path now)
+        except ImportError:  # not importable now: a plugin's own helper, in its folder (the suite's, off sys.path now)
             path = next((f for folder in folders if (f := _in_folder(folder, name)) is not None), None)
         ours = path is not None and (name.startswith("msbench.") or name in roots
                                      or any(path.is_relative_to(folder) for folder in folders))

@@ -28,7 +28,8 @@ DEPTH = 4  # how deep plain containers (lists, dicts) held as attributes are des
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     data = tensor.detach().cpu().contiguous().reshape(-1)
-    return f"{data.dtype}:{tuple(tensor.shape)}:".encode() + (data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return f"{data.dtype}:{tuple(tensor.shape)}:".encode() + (data.view(torch.uint8).numpy().tobytes()
+                                                                if data.numel() else b"")
 
 
 def _describe(value: Any, depth: int = DEPTH) -> bytes:
@@ -56,7 +57,8 @@ def _class_code(cls: type) -> bytes:
     replaced on the class (``type(victim).forward = ...``) changes it."""
     return b"".join(f"{klass.__qualname__}.{name}:{id(value)};".encode()
                     for klass in cls.__mro__ if klass is not object
-                    for name, value in sorted(vars(klass).items()) if callable(value) or isinstance(value, (staticmethod, classmethod)))
+                    for name, value in sorted(vars(klass).items())
+                    if callable(value) or isinstance(value, (staticmethod, classmethod)))
 
 
 def global_hooks() -> bytes:
@@ -72,7 +74,8 @@ def fingerprint(module: nn.Module) -> str:
     its class's functions, and every other attribute (settings such as ``epsilon``, mode, hooks,
     functions, tensors and containers kept as attributes), and torch's global hooks."""
     h = hashlib.sha256()
-    for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+    for name, tensor in [*module.named_parameters(remove_duplicate=False),
+                         *module.named_buffers(remove_duplicate=False)]:
         h.update(f"{name}:".encode() + _tensor_bytes(tensor))
     for name, sub in module.named_modules(remove_duplicate=False):
         h.update(f"{name}:{type(sub).__qualname__}:".encode())

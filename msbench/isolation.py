@@ -2,11 +2,12 @@
 
 A plugin runs in the runner's process, and torch keeps state per process: the default dtype and
 device, grad mode, the thread count, the deterministic-algorithm flags, cuDNN's flags, float32
-matmul precision and TF32, anomaly detection, global module hooks and the global random generator. A plugin that changed one (``torch.set_default_dtype(float64)``, a
-forgotten ``torch.set_grad_enabled(False)``) would change the numbers of every later cell in the
-process, or make them fail and be blamed. So each cell starts from the state the process had when
-its workspace was made (``snapshot``), and the state after the cell is compared with it: a change
-fails the cell that made it (``StateLeak``, naming what changed) and is undone before the next.
+matmul precision and TF32, anomaly detection, global module hooks and the global random generator. A
+plugin that changed one (``torch.set_default_dtype(float64)``, a forgotten
+``torch.set_grad_enabled(False)``) would change the numbers of every later cell in the process, or
+make them fail and be blamed. So each cell starts from the state the process had when its workspace
+was made (``snapshot``), and the state after the cell is compared with it: a change fails the cell
+that made it (``StateLeak``, naming what changed) and is undone before the next.
 
 What a snapshot cannot hold is said in ``docs/plugins.md``: a plugin can still reach anything the
 process holds (module globals, monkeypatched functions); the victim's own code paths are checked by
@@ -74,14 +75,16 @@ class TorchState:
                 for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
-GLOBAL_HOOKS = tuple(sorted(name for name in vars(torch_module) if name.startswith("_global_") and name.endswith("hooks")))
+GLOBAL_HOOKS = tuple(sorted(name for name in vars(torch_module)
+                            if name.startswith("_global_") and name.endswith("hooks")))
 
 
 def snapshot() -> TorchState:
     """The process's torch state now."""
     hooks = tuple((name, tuple(getattr(torch_module, name).items())) for name in GLOBAL_HOOKS)
     return TorchState(torch.get_default_dtype(), torch.is_grad_enabled(), torch.get_num_threads(),
-                      torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                      torch.are_deterministic_algorithms_enabled(),
+                      torch.is_deterministic_algorithms_warn_only_enabled(),
                       torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.backends.cudnn.enabled,
                       torch.is_anomaly_enabled(), str(torch.get_default_device()), torch.get_float32_matmul_precision(),
                       (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32), hooks,

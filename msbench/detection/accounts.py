@@ -30,7 +30,8 @@ class AccountStopped(RuntimeError):
     ``answered`` queries before it (counted); the rest were refused, uncounted."""
 
     def __init__(self, account: int, answers: torch.Tensor, answered: int):
-        super().__init__(f"account {account} was stopped by the detection defense after {answered} queries of this batch")
+        super().__init__(f"account {account} was stopped by the detection defense after {answered} queries "
+                         f"of this batch")
         self.account, self.answers, self.answered = account, answers, answered
 
 
@@ -38,7 +39,8 @@ class AccountService:
     """The API of a detection defense: ``service(x, account)`` answers through ``oracle`` unless the
     account's monitor flags it. ``classify(x)`` is the victim's top-1 (what PRADA groups by)."""
 
-    def __init__(self, oracle: Oracle, classify: Callable[[torch.Tensor], torch.Tensor], new_monitor: Callable[[], Monitor]):
+    def __init__(self, oracle: Oracle, classify: Callable[[torch.Tensor], torch.Tensor],
+                 new_monitor: Callable[[], Monitor]):
         self.oracle, self._classify, self._new_monitor = oracle, classify, new_monitor
         self._monitors: dict[int, Monitor] = {}
         self._stopped: set[int] = set()
@@ -149,7 +151,8 @@ class Relay:
                 self._record(x, answers)
                 self.stops.append(self.queries)
                 if self._answered[real] == 0:
-                    raise RuntimeError("the detection defense refused a fresh account's first query: no account can be served") from stop
+                    raise RuntimeError("the detection defense refused a fresh account's first query: "
+                                       "no account can be served") from stop
                 x = x[stop.answered:]
                 self._current[account] = self._service.open_account()
                 self._answered[self._current[account]] = 0

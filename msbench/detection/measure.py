@@ -46,7 +46,8 @@ def benign_rate(monitored: Monitored, victim: nn.Module, test: ImageData, users:
     flagged, seconds, screened = 0, 0.0, 0
     classify = _classify(victim)
     for user in range(users):
-        order = torch.randperm(len(test), generator=torch.Generator().manual_seed(derive_seed(seed, f"benign.{user}")))[:queries]
+        order = torch.randperm(len(test), generator=torch.Generator().manual_seed(
+            derive_seed(seed, f"benign.{user}")))[:queries]
         monitor = monitored.new_monitor()
         for start in range(0, queries, batch_size):
             x = test.floats(order[start:start + batch_size], device)
@@ -82,11 +83,13 @@ class Watch:
         return fit(ctx.new_clone("detection.kept"), x, training_targets(y, label_mode), ctx.recipe, device=ctx.device,
                    seed=ctx.seed_for("detection.kept"), desc="clone kept at the stop").eval()
 
-    def facts(self, test: ImageData, seed: int, device: torch.device, defense_name: str, clone_unstopped: float) -> dict[str, Any]:
+    def facts(self, test: ImageData, seed: int, device: torch.device, defense_name: str,
+              clone_unstopped: float) -> dict[str, Any]:
         """The record's detection fields (``FIELDS``)."""
         users, queries = self.monitored.benign_users, self.monitored.benign_queries
-        fpr, benign_ms = benign_rate(self.monitored, self.victim, test, users, queries, derive_seed(seed, "detection.benign"),
-                                     device, f"defenses.{defense_name}.benign_queries")
+        fpr, benign_ms = benign_rate(self.monitored, self.victim, test, users, queries,
+                                     derive_seed(seed, "detection.benign"), device,
+                                     f"defenses.{defense_name}.benign_queries")
         attack_ms = 1000.0 * self.service.monitor_seconds / max(1, self.service.screened)
         nan = float("nan")
         return {"attacker_accounts": self.relay.own,

@@ -33,8 +33,10 @@ from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES
 from msbench.runner.suite_schema import Suite
 from msbench.runner.sweep import sweep_options
 
-RESULT_VERSION = 3  # bump when a change of meaning invalidates earlier results (2: independent random streams; 3: code closures in keys)
-FILE_FIELDS = ("format", "like", "train", "test", "num_classes")  # what of a file dataset's definition its images depend on
+# bump when a change of meaning invalidates earlier results (2: independent random streams; 3: code closures in keys)
+RESULT_VERSION = 3
+# what of a file dataset's definition its images depend on
+FILE_FIELDS = ("format", "like", "train", "test", "num_classes")
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,16 @@ def expand(suite: Suite) -> list[Cell]:
     """The matrix's cells, then the ``[sweep]`` cells: one per swept value of each swept composition."""
     m = suite.matrix
     cells = [Cell(d, a, f.lower(), k.lower(), mode, s)
-             for d, a, f, k, mode, s in itertools.product(m.datasets, m.archs, m.defenses, m.attacks, m.label_modes, m.seeds)]
+             for d, a, f, k, mode, s in itertools.product(m.datasets, m.archs, m.defenses, m.attacks, m.label_modes,
+                                                          m.seeds)]
     sweep = sweep_options(suite)
     if sweep is not None:
         for composition in sweep.defenses:
             values = sweep.values(DEFENSES.get(suite.chain(composition)[-1]))
             cells += [Cell(d, a, composition.lower(), k.lower(), mode, s, float(v))
                       for d, a, v, k, mode, s in itertools.product(sweep.datasets or m.datasets, m.archs, values,
-                                                                    sweep.attacks or m.attacks, sweep.label_modes or m.label_modes, m.seeds)]
+                                                                    sweep.attacks or m.attacks,
+                                                                    sweep.label_modes or m.label_modes, m.seeds)]
     return list(dict.fromkeys(cells))
 
 
@@ -85,13 +89,15 @@ def dataset_files(suite: Suite, name: str | None) -> dict[str, Any] | None:
 
 def role_identity(suite: Suite, dataset: str, roles: tuple[str, ...]) -> dict[str, Any]:
     """The datasets a plugin's declared roles resolve to on ``dataset``, with their files."""
-    return {role: {"name": (name := suite.role(dataset, role)), "files": dataset_files(suite, name)} for role in roles}
+    return {role: {"name": (name := suite.role(dataset, role)), "files": dataset_files(suite, name)}
+            for role in roles}
 
 
 def data_identity(suite: Suite, dataset: str) -> dict[str, Any]:
     """What of the victim's own data determines it: the dataset, its subsets, the validation split."""
-    return {"dataset": dataset, "train_subset": suite.subset(dataset, "train"), "test_subset": suite.subset(dataset, "test"),
-            "val_fraction": suite.run.val_fraction, "files": dataset_files(suite, dataset)}
+    return {"dataset": dataset, "train_subset": suite.subset(dataset, "train"),
+            "test_subset": suite.subset(dataset, "test"), "val_fraction": suite.run.val_fraction,
+            "files": dataset_files(suite, dataset)}
 
 
 def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: int) -> str:
@@ -101,14 +107,16 @@ def victim_key(suite: Suite, dataset: str, arch: str, chain: list[str], seed: in
     links = []
     for name in chain:
         defense = DEFENSES.get(name)
-        link = {"defense": name, "config": as_dict(suite.defenses[name].config), "recipe": as_dict(suite.victim_recipe(dataset, name)),
+        link = {"defense": name, "config": as_dict(suite.defenses[name].config),
+                "recipe": as_dict(suite.victim_recipe(dataset, name)),
                 "code": code_identity(defense), "roles": role_identity(suite, dataset, tuple(defense.roles))}
         if suite.run.match_benign is not None and issubclass(defense, OutputDefense) and defense.tunable:
             link["match_benign"] = [suite.run.match_benign, list(defense.tunable_grid)]
         links.append(link)
-    compute = Compute(suite.run.precision, suite.run.channels_last).non_default()  # {} for fp32, channels-first: keys unchanged
-    return digest({"v": RESULT_VERSION, "data": data_identity(suite, dataset), "arch": arch, "seed": seed, "chain": links,
-                   "framework": stage_identity(VICTIM_STAGE, registered_modules(suite, dataset, arch)),
+    # {} for fp32, channels-first: keys unchanged
+    compute = Compute(suite.run.precision, suite.run.channels_last).non_default()
+    return digest({"v": RESULT_VERSION, "data": data_identity(suite, dataset), "arch": arch, "seed": seed,
+                   "chain": links, "framework": stage_identity(VICTIM_STAGE, registered_modules(suite, dataset, arch)),
                    **({"compute": compute} if compute else {})})
 
 
@@ -121,14 +129,16 @@ def registered_modules(suite: Suite, dataset: str, arch: str) -> list[str]:
 
 
 def cell_key(suite: Suite, cell: Cell) -> str:
-    """Hash of a cell: its victim's key, the cell itself, and the attack's config, recipe, code and declared role datasets."""
+    """Hash of a cell: its victim's key, the cell itself, and the attack's config, recipe, code and declared role
+    datasets."""
     chain = suite.chain(cell.defense)
     settings = suite.attacks[cell.attack]
     attack = ATTACKS.get(cell.attack)
     identity = {k: v for k, v in asdict(cell).items() if not (k == "setting" and v is None)}  # unswept keys as before
     wrapped = {name: code_identity(ATTACKS.get(name)) for name in attack(settings.config).wrapped()}  # run inside it
     return digest({"victim": victim_key(suite, cell.dataset, cell.arch, chain, cell.seed), "cell": identity,
-                   "attack": as_dict(settings.config), "recipe": as_dict(settings.recipe), "code": code_identity(attack),
+                   "attack": as_dict(settings.config), "recipe": as_dict(settings.recipe),
+                   "code": code_identity(attack),
                    **({"wraps": wrapped} if wrapped else {}),
                    "framework": stage_identity(CELL_STAGE),
                    "roles": role_identity(suite, cell.dataset, tuple(attack.roles))})
