@@ -56,7 +56,8 @@ class VictimCache:
         self.limit = limit
         self.trains = True
         self._code: dict[str, str] = {}  # victim key -> code_fingerprint at its first load
-        self._loaded: OrderedDict[str, tuple[nn.Module, dict[str, Any], str]] = OrderedDict()  # key: module, info, fingerprint
+        # key: (module, info, fingerprint)
+        self._loaded: OrderedDict[str, tuple[nn.Module, dict[str, Any], str]] = OrderedDict()
 
     def get(self, dataset: str, arch: str, chain: list[str], seed: int) -> Victim:
         """The deployed model of a defense chain, trained or loaded from the artifact cache."""
@@ -69,8 +70,9 @@ class VictimCache:
             module, info = self._build(dataset, arch, chain, seed, key)
         code = code_fingerprint(module)
         if self._code.setdefault(key, code) != code:  # the first load's, kept for the life of the process
-            raise VictimTampered(f"the code of victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} differs from its first "
-                                 "load in this process (a class of it was patched by an earlier cell); run again in a new process")
+            raise VictimTampered(f"the code of victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} differs from its "
+                                 "first load in this process (a class of it was patched by an earlier cell); run again "
+                                 "in a new process")
         self._loaded[key] = (module, info, fingerprint(module))
         while len(self._loaded) > self.limit:
             self._loaded.popitem(last=False)
@@ -89,7 +91,8 @@ class VictimCache:
             module = defense.build(ctx) if base is None else defense.build(base, ctx)
         module.to(ws.device)
         path = ws.run_dir / "victims" / f"{key}.pt"
-        if (info := load_cached_victim(module, path, key)) is not None:  # None: absent, corrupt or misplaced (reported, set aside)
+        # None: absent, corrupt or misplaced (reported, set aside)
+        if (info := load_cached_victim(module, path, key)) is not None:
             module.to(ws.device)
         elif not self.trains:
             raise VictimMissing(f"victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} has no checkpoint {path.name}: "
@@ -105,8 +108,8 @@ class VictimCache:
             with torch.no_grad():
                 check_probabilities(module(test.floats(slice(0, 256), ws.device)))
             benign = accuracy(predict_labels(module, test.images, ws.device), test.labels)
-            info = {"benign_acc": benign, "seconds": seconds, "device": training_device(ws.device), "chain": chain, "dataset": dataset, "arch": arch,
-                    "seed": seed, "config": as_dict(defense.config), "tuned": tuned}
+            info = {"benign_acc": benign, "seconds": seconds, "device": training_device(ws.device), "chain": chain,
+                    "dataset": dataset, "arch": arch, "seed": seed, "config": as_dict(defense.config), "tuned": tuned}
             save_victim(module, path, info, key)
         if info.get("tuned"):
             defense.tune(module, info["tuned"]["value"])
@@ -125,14 +128,16 @@ class VictimCache:
         for other in [k for k, (module, _, taken) in self._loaded.items() if fingerprint(module) != taken]:
             del self._loaded[other]
         raise VictimTampered(f"the attack changed the victim {dataset}/{arch}/{'+'.join(chain)}/seed{seed} "
-                             "(its parameters, buffers or settings); this cell's result is void and the victim is reloaded for later cells")
+                             "(its parameters, buffers or settings); this cell's result is void and the victim is "
+                             "reloaded for later cells")
 
     def forget(self) -> None:
         """Drop every victim from memory (their checkpoints stay): later calls load them again."""
         self._loaded.clear()
 
     @torch.no_grad()
-    def match_benign(self, defense: OutputDefense, module: nn.Module, base: nn.Module, ctx: VictimContext) -> dict[str, Any] | None:
+    def match_benign(self, defense: OutputDefense, module: nn.Module, base: nn.Module,
+                     ctx: VictimContext) -> dict[str, Any] | None:
         """Pick the strongest setting of the defense's ``tunable`` whose benign accuracy on the
         validation split stays within ``run.match_benign`` points of its base victim's, as the
         paper tunes MAD's epsilon and AM's tau. The wrapper reads the tunable from an attribute of
