@@ -81,6 +81,16 @@ def _plugins_of_the_test_only() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _no_recorded_presentation_left() -> Iterator[None]:
+    """A report installs its runs' recorded labels until the next report: none leaks into another test."""
+    from msbench.report.labels import use_recorded
+
+    use_recorded(None)
+    yield
+    use_recorded(None)
+
+
 def unregister(registry: Registry, name: str) -> None:
     """Drop one registration made by hand in a test. The package never removes a plugin, so this
     lives with the tests rather than on ``Registry``."""

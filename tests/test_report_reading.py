@@ -25,11 +25,12 @@ from msbench.defenses.mad import MAD
 from msbench.registry import ATTACKS, DEFENSES
 from msbench.report import figures as figs
 from msbench.report import load_runs, render_report
-from msbench.report.labels import attack_label, defense_colour, defense_label, order_defenses, use_recorded
+from msbench.report.labels import attack_label, defense_colour, defense_label, order_defenses
 from msbench.report.load import settings_id
 from msbench.report.runs import DEFAULT_TOLERANCE
 from msbench.report.tables import all_tables
 from msbench.report.verdict import worst_case
+from msbench.runner.presentation import presentation as suite_presentation
 from msbench.runner.suite import load_suite
 from tests.conftest import synthetic_suite, unregister
 from tests.report_fixtures import (full_results, full_run, presentation, separated_best, significantly_below, suite_json,
@@ -37,14 +38,6 @@ from tests.report_fixtures import (full_results, full_run, presentation, separat
 from tests.test_report import parse_number, parse_tables
 
 PDFFONTS = shutil.which("pdffonts")
-
-
-@pytest.fixture(autouse=True)
-def _no_recorded_presentation():
-    """Each test starts, and leaves, with no run's recorded presentation installed for the labels."""
-    use_recorded(None)
-    yield
-    use_recorded(None)
 
 
 @pytest.fixture(scope="module")
@@ -600,8 +593,9 @@ def test_the_report_imports_the_plugins_its_run_recorded(tmp_path):
 def test_a_run_records_how_each_plugin_is_shown(tmp_path, one_thread):
     """suite.json's presentation: every defense with each link of its chain and an output defense's
     default base, the reference, every attack; written by a real run."""
-    chains = load_suite(synthetic_suite(tmp_path, "chains.toml", matrix={"defenses": ["ini+mad", "am"]})).resolved()
-    assert list(chains["presentation"]["defenses"]) == ["vanilla", "ini", "mad", "oe", "am"]
+    chains = suite_presentation(load_suite(synthetic_suite(tmp_path, "chains.toml",
+                                                           matrix={"defenses": ["ini+mad", "am"]})))
+    assert list(chains["defenses"]) == ["vanilla", "ini", "mad", "oe", "am"]
     suite = synthetic_suite(tmp_path, matrix={"defenses": ["mad"], "label_modes": ["soft"]},
                             victim={"epochs": 1}, clone={"epochs": 1})
     msbench.run_suite(suite, data_root=tmp_path / "no-data", out=tmp_path / "run", echo=lambda *_: None, report=False)

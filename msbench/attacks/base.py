@@ -64,7 +64,7 @@ class Attack:
     # Code identity of its cells' keys, read only where the class itself sets it (bump it when a
     # change alters results); None: the hash of the class's source file.
     version: ClassVar[str | int | None] = None
-    # How reports show it (read from the registry by name; defaults: the registry name, after the paper's):
+    # How reports show it (recorded in the run's suite.json; defaults: the registry name, after the paper's):
     label: ClassVar[str] = ""  # display name, e.g. "KnockoffNets"; "" = the registry name
     color: ClassVar[str | None] = None  # fixed colour where a figure colours attacks
     paper_order: ClassVar[int | None] = None  # position in the InI paper's tables; None = not the paper's

@@ -75,7 +75,7 @@ class Defense:
     # Code identity of its victims' cache keys, read only where the class itself sets it (bump it
     # when a change alters results); None: the hash of the class's source file.
     version: ClassVar[str | int | None] = None
-    # How reports show it (read from the registry by name; a defense without them shows its
+    # How reports show it (recorded in the run's suite.json; a defense without them shows its
     # registry name, a colour from a colour-blind-safe palette, and sorts after the paper's):
     label: ClassVar[str] = ""  # display name, e.g. "InI"; "" = the registry name
     color: ClassVar[str | None] = None  # fixed colour in every figure, e.g. "#D55E00"

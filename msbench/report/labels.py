@@ -21,7 +21,7 @@ import pandas as pd
 
 from msbench.defenses import reference_defense
 from msbench.registry import ATTACKS, DEFENSES, Registry
-from msbench.runner.suite_schema import attack_presentation, defense_presentation
+from msbench.runner.presentation import attack_presentation, defense_presentation
 
 VARIANT = "@"
 """``vanilla@runA``: a defense kept apart by run because two runs ran it with different settings."""

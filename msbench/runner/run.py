@@ -28,6 +28,7 @@ from msbench.report import render_report
 from msbench.runner.results import RecordStore, results_frame, write_tables
 from msbench.runner.suite import Suite, SuiteError, check_data, load_suite
 from msbench.timing.stage import time_suite
+from msbench.runner.presentation import presentation
 from msbench.runner.workspace import check_device, requested_device, resolve_device
 
 Echo = Callable[[str], Any]
@@ -41,7 +42,8 @@ class RunRequest:
     retry_failed: bool = False  # run again the cells recorded as failed
     force: bool = False  # recompute every cell and retrain every victim, done or not
     report: bool = True  # render the report at the end
-    report_dir: Path | None = None  # default: reports/<run directory's name> (runs/<suite name> -> reports/<suite name>)
+    # default: reports/<run directory's name> (runs/<suite name> -> reports/<suite name>)
+    report_dir: Path | None = None
     echo: Echo | None = None  # also send the run's messages here
 
 
@@ -156,7 +158,8 @@ def run_suite(suite: str | Path | Suite, data_root: str | Path | None = None, ou
 def _run_locked(job: Job, run_dir: Path, request: RunRequest, executor: Executor) -> pd.DataFrame:
     """The run itself, in a checked and locked run directory (``run_dir`` as the caller named it, for messages)."""
     suite = job.suite
-    write_atomic(run_dir / "suite.json", json.dumps(suite.resolved(), indent=1, default=str))
+    recorded = {**suite.resolved(), "presentation": presentation(suite)}  # what the report reads of the suite
+    write_atomic(run_dir / "suite.json", json.dumps(recorded, indent=1, default=str))
     store = RecordStore(run_dir)
     tell = teller(run_dir, request.echo)
     cells = [(cell, cell_key(suite, cell)) for cell in expand(suite)]
@@ -174,12 +177,14 @@ def _run_locked(job: Job, run_dir: Path, request: RunRequest, executor: Executor
             _compute(job, run_dir, todo, executor, store, done, by_id, tell)
         records = [done[cell_id] for cell_id in by_id if cell_id in done]
         write_tables(run_dir, records)
-        if "timing" in suite.raw and suite.extra["timing"].with_run:  # inference cost (timing.csv), skipped when up to date
+        # inference cost (timing.csv), skipped when up to date
+        if "timing" in suite.raw and suite.extra["timing"].with_run:
             try:
                 executor.call(time_suite, suite, job.data_root, job.run_dir, job.device, reuse=True,
                               **({"echo": tell} if executor.in_process else {}))
             except Exception as failure:  # the attack results are already safe; `msbench time` can retry
-                tell(f"warning: timing stage failed ({type(failure).__name__}: {failure}); results are in {run_dir}", logging.WARNING)
+                tell(f"warning: timing stage failed ({type(failure).__name__}: {failure}); results are in {run_dir}",
+                     logging.WARNING)
     finally:
         executor.close()
         forget_workspaces(job)  # this run's victims and data splits leave memory with it
@@ -222,7 +227,8 @@ def _report(suite: Suite, run_dir: Path, report_dir: Path | None, tell: Echo) ->
         target = render_report(run_dir, out=report_dir or Path("reports") / Path(run_dir).resolve().name)
         tell(f"report: {target / 'index.html'}")
     except Exception as failure:
-        tell(f"warning: report not rendered ({type(failure).__name__}: {failure}); results are in {run_dir}", logging.WARNING)
+        tell(f"warning: report not rendered ({type(failure).__name__}: {failure}); results are in {run_dir}",
+             logging.WARNING)
 
 
 def forget_victims(job: Job, cells: list[Cell]) -> None:

@@ -11,29 +11,9 @@ from typing import Any, Literal
 
 from msbench.config import as_dict
 from msbench.data import DatasetSpec
-from msbench.defenses import OutputDefense, reference_defense
 from msbench.defenses.chain import resolve_chain
 from msbench.oracle import LabelMode
-from msbench.registry import ATTACKS, DEFENSES
 from msbench.training import Recipe
-
-
-def defense_presentation(plugin: type, name: str) -> dict[str, Any]:
-    """How reports show a defense, as its class declares it: label (its registry name where it declares
-    none), colour, paper position, whether it is the reference row or the ablation reference, and for an
-    output defense its default base and its colour over another defense's victim (None otherwise)."""
-    output = issubclass(plugin, OutputDefense)
-    return {"label": plugin.label or name, "color": plugin.color, "paper_order": plugin.paper_order,
-            "reference": bool(plugin.reference), "ablation_reference": bool(plugin.ablation_reference),
-            "default_base": plugin.default_base if output else None,
-            "color_over_base": plugin.color_over_base if output else None}
-
-
-def attack_presentation(plugin: type, name: str) -> dict[str, Any]:
-    """How reports show an attack: label, colour, paper position, and its roles (a pool attack reads
-    ``surrogate``)."""
-    return {"label": plugin.label or name, "color": plugin.color, "paper_order": plugin.paper_order,
-            "roles": list(plugin.roles)}
 
 
 @dataclass
@@ -133,23 +113,5 @@ class Suite:
             "attacks": {k: {"config": as_dict(v.config), "recipe": as_dict(v.recipe)} for k, v in self.attacks.items()},
             "datasets": {k: as_dict(v) for k, v in self.datasets.items()}, "plugins": self.plugins,
             "file": str(self.path),  # as given (relative where it was): where the report looks for the plugins
-            "presentation": self.presentation(),
             **{k: as_dict(v) for k, v in self.extra.items()},
         }
-
-    def presentation(self) -> dict[str, dict[str, dict[str, Any]]]:
-        """How each plugin the suite names is shown, as the plugins installed now declare it: every defense
-        of the matrix and of ``[timing]`` with each link of its chain (``ini+mad``: ini, mad; ``mad``: its
-        default base too), the reference defense, and every attack. The report reads this, not the plugins
-        installed where it renders. No cell or victim key and no settings id hashes it (a job's in-process
-        workspace key hashes the whole resolved suite: the same for the same suite and plugins)."""
-        try:
-            reference = [reference_defense()]
-        except LookupError:  # no single reference registered: the suite's own names still record
-            reference = []
-        timed = getattr(self.extra.get("timing"), "defenses", None) or []  # [timing] may time chains the matrix lacks
-        links = [link for composition in self.matrix.defenses + list(timed) for link in resolve_chain(composition)]
-        defenses = dict.fromkeys(reference + links + list(self.defenses))
-        attacks = dict.fromkeys([str(a).lower() for a in self.matrix.attacks] + list(self.attacks))
-        return {"defenses": {n: defense_presentation(DEFENSES.get(n), n) for n in defenses if n in DEFENSES},
-                "attacks": {n: attack_presentation(ATTACKS.get(n), n) for n in attacks if n in ATTACKS}}

@@ -17,10 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from msbench.defenses import OutputDefense
 from msbench.io import write_atomic
-from msbench.registry import DEFENSES
-from msbench.report.labels import defense_label, order_defenses, plugin_class, split_variant
+from msbench.report.labels import defense_colour, defense_label, order_defenses, split_variant
 from msbench.report.stats import ci95
 from msbench.report.table_entry import COLLAPSED_MARK, UNINFORMATIVE_MARK
 
@@ -37,13 +35,9 @@ SAVE_RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none"}
 
 
 def declared_colour(defense: str) -> str | None:
-    """A single defense's ``color``; a stack (``ini+mad``) takes its outer link's ``color_over_base``."""
-    parts = split_variant(defense)[0].split("+")
-    if len(parts) == 1:
-        plugin = plugin_class(DEFENSES, parts[0])
-        return plugin.color if plugin is not None else None
-    plugin = plugin_class(DEFENSES, parts[-1])
-    return plugin.color_over_base if isinstance(plugin, type) and issubclass(plugin, OutputDefense) else None
+    """A single defense's ``color``; a stack (``ini+mad``) takes its outer link's ``color_over_base``: as
+    the run recorded them (``labels.defense_colour``)."""
+    return defense_colour(defense)
 
 
 def defense_palette(defenses) -> dict[str, str]:
