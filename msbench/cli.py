@@ -87,9 +87,12 @@ def _time(args: argparse.Namespace) -> int:
     from msbench.runner.suite import SuiteError
     from msbench.timing.stage import NO_TIMING, time_suite
 
+    from msbench.runner.workspace import check_device, requested_device
+
     suite = load_suite(args.suite)
     if "timing" not in suite.raw:  # refused before the run directory is made or locked
         raise SuiteError(str(suite.path), "", NO_TIMING)
+    check_device(*requested_device(args.device, suite))  # so is a device this machine lacks
     with RunLock(args.out or Path("runs") / suite.name):  # timing writes victims and timing.csv into the run dir
         time_suite(suite, data_root=args.data_root, out=args.out, device=args.device)
     return 0

@@ -102,6 +102,13 @@ def test_unavailable_device_is_refused_before_work(tmp_path, capsys, no_training
     assert_refused(*run_cli(capsys, suite), str(suite), ": run.device: ", "not available", run=tmp_path / "run")
     suite = tiny_suite(tmp_path)
     assert_refused(*run_cli(capsys, suite, "--device", "cuda:1"), "--device", "not available", run=tmp_path / "run")
+    timed = tiny_suite(tmp_path, file="timed.toml", timing={"batch_sizes": [1], "repeats": 1})
+    code = main(["time", str(timed), "--out", str(tmp_path / "timing"), "--device", "cuda"])  # timing checks it too
+    assert_refused(code, capsys.readouterr().err, "--device", "not available", run=tmp_path / "timing")
+    from msbench import SuiteError, time_suite
+
+    with pytest.raises(SuiteError, match="--device: 'cuda' is not available"):  # and so does the API
+        time_suite(timed, out=tmp_path / "timing", device="cuda")
 
 
 @pytest.mark.parametrize("content, expected", [
