@@ -112,8 +112,8 @@ def test_no_import_cycle_in_the_package() -> None:
 ANNOTATION_CYCLES = {
     # (module, what its TYPE_CHECKING block imports): a cycle left on purpose, said why.
     # The workspace makes its VictimCache and the cache reads the workspace back (suite, device, data):
-    # a real two-way reference, typed both ways. Breaking it means annotating the cache with what it reads
-    # instead of Workspace, an edit of runner/victims.py, which was being edited elsewhere.
+    # a real two-way reference, typed both ways, until the cache is annotated with what it reads instead
+    # of Workspace (docs/ARCHITECTURE.md, "The victim cache reads its workspace").
     ("msbench.runner.victims", "msbench.runner.workspace"),
 }
 
