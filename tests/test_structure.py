@@ -109,13 +109,8 @@ def test_no_import_cycle_in_the_package() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-ANNOTATION_CYCLES = {
-    # (module, what its TYPE_CHECKING block imports): a cycle left on purpose, said why.
-    # The workspace makes its VictimCache and the cache reads the workspace back (suite, device, data):
-    # a real two-way reference, typed both ways, until the cache is annotated with what it reads instead
-    # of Workspace (docs/ARCHITECTURE.md, "The victim cache reads its workspace").
-    ("msbench.runner.victims", "msbench.runner.workspace"),
-}
+ANNOTATION_CYCLES: set[tuple[str, str]] = set()
+"""(module, what its TYPE_CHECKING block imports): a cycle left on purpose, each said why (none now)."""
 
 
 def test_no_import_cycle_even_through_annotation_imports() -> None:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import copy
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from msbench.runner.cells import victim_key
-from msbench.compute import using
+from msbench.compute import Compute, using
 from msbench.config import as_dict
 from msbench.data import ImageData
 from msbench.runner.checkpoints import load_cached_victim, save_victim
@@ -28,11 +29,29 @@ from msbench.fingerprint import code_fingerprint, fingerprint
 from msbench.oracle import check_probabilities
 from msbench.provenance import training_device
 from msbench.registry import DEFENSES
+from msbench.runner.suite_schema import Suite
 from msbench.seeds import derive_seed, seeded
 from msbench.training import accuracy, predict_labels
 
-if TYPE_CHECKING:  # the workspace makes its cache; the cache only reads the workspace
-    from msbench.runner.workspace import Workspace
+
+class _Splits(Protocol):
+    test: ImageData
+
+
+class VictimSource(Protocol):
+    """What the cache reads of the workspace that makes it (``runner.workspace.Workspace``): the suite,
+    where victims are stored, the device and its compute settings, test data, a defense's context."""
+
+    suite: Suite
+    run_dir: Path
+    device: torch.device
+
+    @property
+    def compute(self) -> Compute: ...
+
+    def splits(self, dataset: str) -> _Splits: ...
+
+    def victim_context(self, dataset: str, arch: str, defense: str, seed: int) -> VictimContext: ...
 
 MEMORY_LIMIT = 8  # victims kept in memory: a cell holds its chain's links (at most a few), the rest reload from disk
 Victim = tuple[nn.Module, dict[str, Any]]  # the deployed module and its facts (benign accuracy, tuned setting...)
@@ -51,7 +70,7 @@ class VictimCache:
     """The victims of one workspace: ``get`` trains or loads one, ``check`` verifies it after a cell.
     ``trains = False``: ``get`` only loads, and a victim without a checkpoint raises ``VictimMissing``."""
 
-    def __init__(self, ws: "Workspace", limit: int = MEMORY_LIMIT):
+    def __init__(self, ws: VictimSource, limit: int = MEMORY_LIMIT):
         self.ws = ws
         self.limit = limit
         self.trains = True
