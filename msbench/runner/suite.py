@@ -17,14 +17,14 @@ import msbench.defenses  # noqa: F401
 import msbench.models  # noqa: F401
 from msbench.config import Problems, SuiteError, build, coerce, unknown_key
 from msbench.data import ROLES, DatasetSpec, default_data_root
-from msbench.defenses.chain import chain_problem, resolve_chain
+from msbench.defenses.chain import resolve_chain
 from msbench.plugin_config import plugin_config
 from msbench.plugin_modules import import_plugins
 from msbench.report_options import ReportOptions
 from msbench.registry import ARCHITECTURES, ATTACKS, DATASETS, DEFENSES, Registry, UnknownPluginError
-from msbench.runner.suite_checks import (NAME_PATTERN, check_recipe, check_run, check_subset, check_unique,
-                                         device_problem, file_spec, plugin_name, table, table_value, union_members,
-                                         union_specs)
+from msbench.runner.suite_checks import (NAME_PATTERN, check_composition, check_recipe, check_run, check_subset,
+                                         check_unique, device_problem, file_spec, plugin_name, table, table_value,
+                                         union_members, union_specs)
 from msbench.runner.suite_data import check_data
 from msbench.runner.suite_schema import DatasetOptions, Matrix, PluginSettings, RunOptions, Suite
 from msbench.runner.sweep import SweepOptions
@@ -225,12 +225,7 @@ def _check_matrix(matrix: Matrix, file: str) -> set[str]:
             raise SuiteError(file, f"matrix.seeds[{i}]", f"expected a non-negative integer, got {seed}")
     used: set[str] = set()
     for i, composition in enumerate(matrix.defenses):
-        key = f"matrix.defenses[{i}]"
-        for part in composition.split("+"):
-            plugin_name(DEFENSES, part.strip(), file, key)
-        problem = chain_problem(composition)
-        if problem:
-            raise SuiteError(file, key, problem)
+        check_composition(composition, file, f"matrix.defenses[{i}]")
         used.update(resolve_chain(composition))
     for i, name in enumerate(matrix.attacks):
         plugin_name(ATTACKS, name, file, f"matrix.attacks[{i}]")

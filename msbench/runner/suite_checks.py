@@ -11,7 +11,8 @@ from typing import Any, Callable
 
 from msbench.config import SuiteError, build
 from msbench.data import DatasetSpec, file_dataset, union_dataset
-from msbench.registry import DATASETS, Registry, UnknownPluginError
+from msbench.defenses.chain import chain_problem
+from msbench.registry import DATASETS, DEFENSES, Registry, UnknownPluginError
 from msbench.runner.suite_schema import DatasetOptions, RunOptions
 from msbench.training import Recipe
 
@@ -69,6 +70,15 @@ def plugin_name(registry: Registry, name: str, file: str, key: str) -> str:
     except UnknownPluginError as unknown:
         raise SuiteError(file, key, str(unknown)) from None
     return name.lower()
+
+
+def check_composition(composition: str, file: str, key: str) -> None:
+    """A defense composition (``ini+mad``): each link registered, the links in an order that deploys."""
+    for part in composition.split("+"):
+        plugin_name(DEFENSES, part.strip(), file, key)
+    problem = chain_problem(composition)
+    if problem:
+        raise SuiteError(file, key, problem)
 
 
 def table(raw: dict[str, Any], key: str, file: str) -> dict[str, Any]:

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from msbench.config import SuiteError
-from msbench.defenses.chain import chain_problem
 from msbench.plugin_config import plugin_config
 from msbench.registry import ARCHITECTURES, DEFENSES
-from msbench.runner.suite_checks import plugin_name
+from msbench.runner.suite_checks import check_composition, plugin_name
 
 if TYPE_CHECKING:
     from msbench.runner.suite_schema import Suite
@@ -56,12 +55,7 @@ class TimingOptions:
             raise SuiteError(file, "timing.dataset", f"expected one of the matrix's datasets "
                                                      f"({', '.join(suite.matrix.datasets)}), got '{self.dataset}'")
         for i, composition in enumerate(self.defenses or []):
-            key = f"timing.defenses[{i}]"
-            for part in composition.split("+"):
-                plugin_name(DEFENSES, part.strip(), file, key)
-            problem = chain_problem(composition)
-            if problem:
-                raise SuiteError(file, key, problem)
+            check_composition(composition, file, f"timing.defenses[{i}]")
         for key in ("archs", "defenses", "batch_sizes", "inputs"):
             if getattr(self, key) is not None and not getattr(self, key):
                 raise SuiteError(file, f"timing.{key}", "expected a non-empty list")
