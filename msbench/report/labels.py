@@ -4,7 +4,7 @@ How a defense or attack is shown (label, colour, paper order) and which defense 
 (or the one ablations stand beside) is what the runs recorded: ``presentation`` in each run's
 suite.json, written at run time from the plugin classes' attributes (``label``, ``color``,
 ``paper_order``, ``reference``, ``ablation_reference``, an output defense's ``default_base`` and
-``color_over_base``, an attack's ``roles``; ``runner.suite_schema.Suite.presentation``). So a report
+``color_over_base``, an attack's ``roles``; ``runner.presentation``). So a report
 rendered where a plugin is not installed, or where its label changed since, shows what the run showed.
 
 The recorded presentation is module state: ``load_runs`` installs its runs' sections with
